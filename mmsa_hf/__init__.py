@@ -1,0 +1,30 @@
+"""mmsa_hf: MMSA multi-modal molecular representation learning as Hugging Face classes.
+
+Importing the package registers the MMSA classes with the transformers Auto classes.
+"""
+
+from .modeling import (
+    MMSAConfig,
+    MMSAForMolecularPropertyPrediction,
+    MMSAForPretraining,
+    MMSAModel,
+    MMSAPreTrainedModel,
+)
+from .processing import MMSAFeatureExtractor, MMSAImageProcessor, MMSAProcessor
+from ._registration import register_auto_classes
+
+register_auto_classes()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MMSAConfig",
+    "MMSAModel",
+    "MMSAPreTrainedModel",
+    "MMSAForPretraining",
+    "MMSAForMolecularPropertyPrediction",
+    "MMSAFeatureExtractor",
+    "MMSAImageProcessor",
+    "MMSAProcessor",
+    "register_auto_classes",
+]
