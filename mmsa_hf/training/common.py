@@ -1,0 +1,187 @@
+"""Pieces shared by the pretraining and fine-tuning loops."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+logger = logging.getLogger("mmsa_hf.training")
+
+#: Image side length used with each preset unless ``--image_size`` says otherwise (our choice:
+#: smaller depictions keep CPU runs affordable; ``base`` uses the ResNet-18 standard 224 px).
+PRESET_IMAGE_SIZE = {"tiny": 64, "small": 128, "base": 224}
+
+
+def resolve_model_config(config: str, overrides: dict[str, Any] | None = None):
+    """``config`` is a preset name (tiny/small/base), a config JSON file or a checkpoint directory."""
+    from ..modeling import MMSAConfig
+
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if config in PRESET_IMAGE_SIZE:
+        return MMSAConfig.from_preset(config, **overrides)
+    path = Path(config)
+    if path.is_dir() or path.suffix == ".json":
+        cfg = MMSAConfig.from_pretrained(str(path)) if path.is_dir() else MMSAConfig.from_json_file(str(path))
+        for key, value in overrides.items():
+            setattr(cfg, key, value)
+        return cfg
+    raise ValueError(
+        f"--config {config!r}: expected one of {sorted(PRESET_IMAGE_SIZE)}, a config .json file or a checkpoint directory"
+    )
+
+
+def build_processor(image_size: int = 224, **feature_settings: Any):
+    """A default :class:`MMSAProcessor` with the given depiction size."""
+    from ..processing import MMSAFeatureExtractor, MMSAImageProcessor, MMSAProcessor
+
+    return MMSAProcessor(
+        feature_extractor=MMSAFeatureExtractor(**feature_settings),
+        image_processor=MMSAImageProcessor(image_size=image_size),
+    )
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions and hardware, stored with every run."""
+    import accelerate
+    import datasets
+    import rdkit
+    import torch_geometric
+    import transformers
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "torch_geometric": torch_geometric.__version__,
+        "rdkit": rdkit.__version__,
+        "cuda": torch.cuda.is_available(),
+        "num_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write ``payload`` as indented JSON (dataclasses are converted)."""
+    if is_dataclass(payload):
+        payload = asdict(payload)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=False, default=_json_default)
+        handle.write("\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (Path,)):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class JsonlLog:
+    """Append-only metrics log (one JSON object a line), truncatable on resume."""
+
+    def __init__(self, path: str | os.PathLike, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the records of steps after ``step`` (used when resuming from a checkpoint)."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [r for r in self.read() if r.get("step", 0) <= step]
+        with open(self.path, "w") as handle:
+            for record in kept:
+                handle.write(json.dumps(record) + "\n")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record, default=_json_default) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with open(self.path) as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+
+def plot_curves(
+    records: Iterable[dict[str, Any]],
+    keys: list[str],
+    path: str | os.PathLike,
+    title: str,
+    x_key: str = "step",
+    smooth: int = 1,
+) -> None:
+    """Plot ``keys`` against ``x_key`` into a PNG (one panel per key)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = list(records)
+    keys = [k for k in keys if any(k in r and r[k] is not None for r in records)]
+    if not keys:
+        return
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        xs = [r[x_key] for r in records if r.get(key) is not None]
+        ys = [r[key] for r in records if r.get(key) is not None]
+        ax.plot(xs, ys, alpha=0.35 if smooth > 1 else 1.0, lw=1)
+        if smooth > 1 and len(ys) >= smooth:
+            kernel = torch.ones(smooth) / smooth
+            smoothed = torch.nn.functional.conv1d(
+                torch.tensor(ys, dtype=torch.float32)[None, None], kernel[None, None]
+            )[0, 0].tolist()
+            ax.plot(xs[smooth - 1 :], smoothed, lw=1.6)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel(x_key)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+class Timer:
+    """Wall-clock stopwatch."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def latest_checkpoint(project_dir: str | os.PathLike) -> Path | None:
+    """The newest ``checkpoints/checkpoint_<i>`` folder Accelerate wrote, or None."""
+    root = Path(project_dir) / "checkpoints"
+    if not root.is_dir():
+        return None
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("checkpoint_")]
+    if not found:
+        return None
+    return max(found, key=lambda p: int(p.name.rsplit("_", 1)[-1]))

@@ -1,0 +1,352 @@
+"""Self-supervised MMSA pretraining driven by Accelerate.
+
+Shaped like Accelerate's own examples: ``Accelerator(mixed_precision, gradient_accumulation_steps,
+project_config=ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=...))``,
+``set_seed``, featurization under ``main_process_first()``, ``prepare``, ``accumulate`` /
+``backward``, ``save_state`` every N steps and ``load_state`` + ``skip_first_batches`` on resume.
+``scripts/pretrain.py`` and ``mmsa pretrain`` are thin entry points over :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .common import (
+    PRESET_IMAGE_SIZE,
+    JsonlLog,
+    build_processor,
+    Timer,
+    environment_info,
+    latest_checkpoint,
+    logger,
+    plot_curves,
+    resolve_model_config,
+    write_json,
+)
+
+TRAINING_STATE_FILE = "mmsa_training_state.json"
+
+
+@dataclass
+class PretrainArguments:
+    """Every setting of a pretraining run (saved as ``run_config.json``)."""
+
+    config: str = "small"
+    output_dir: str = "runs/pretrain-small"
+    corpus: str = "moleculenet"
+    smiles_column: str | None = None
+    include_test: bool = False
+    max_molecules: int | None = None
+    num_epochs: int = 1
+    max_steps: int | None = None
+    time_budget_minutes: float | None = None
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 5.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"
+    seed: int = 0
+    image_size: int | None = None
+    num_proc: int = 1
+    dataloader_workers: int = 0
+    checkpointing_steps: int = 200
+    checkpoint_total_limit: int = 2
+    resume_from_checkpoint: str | None = None
+    log_every: int = 10
+    no_image: bool = False
+    no_geometry: bool = False
+    no_hypergraph: bool = False
+    no_memory: bool = False
+    cpu: bool = False
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_private: bool = False
+    extra_config: dict[str, Any] = field(default_factory=dict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """argparse parser whose options mirror :class:`PretrainArguments`."""
+    parser = argparse.ArgumentParser(
+        prog="pretrain",
+        description="Self-supervised MMSA pretraining (image + 2D graph + 3D views, hypergraph, memory bank).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  accelerate launch --cpu --num_processes 1 scripts/pretrain.py --config small\n"
+            "  accelerate launch scripts/pretrain.py --config tiny --max_molecules 256 --max_steps 20\n"
+            "  accelerate launch --multi_gpu --mixed_precision bf16 scripts/pretrain.py --config base \\\n"
+            "      --corpus ../shared/data/pretrain/moses_train_250k.csv.gz --num_epochs 10 --batch_size 256\n"
+            "  accelerate launch scripts/pretrain.py --resume_from_checkpoint latest --output_dir runs/pretrain-small\n"
+        ),
+    )
+    defaults = PretrainArguments()
+    add = parser.add_argument
+    add("--config", default=defaults.config, help="preset (tiny/small/base), config .json or checkpoint dir")
+    add("--output_dir", default=defaults.output_dir)
+    add("--corpus", default=defaults.corpus, help="'moleculenet' (default), a CSV/Parquet path or a Hub dataset id")
+    add("--smiles_column", default=None)
+    add("--include_test", action="store_true", help="keep downstream scaffold-test molecules in the corpus")
+    add("--max_molecules", type=int, default=None, help="seeded subsample of the corpus")
+    add("--num_epochs", type=int, default=defaults.num_epochs)
+    add("--max_steps", type=int, default=None, help="optimizer steps; overrides --num_epochs")
+    add("--time_budget_minutes", type=float, default=None, help="stop training (and save) after this much wall time")
+    add("--batch_size", type=int, default=defaults.batch_size, help="per-process batch size")
+    add("--learning_rate", type=float, default=defaults.learning_rate)
+    add("--weight_decay", type=float, default=defaults.weight_decay)
+    add("--warmup_ratio", type=float, default=defaults.warmup_ratio)
+    add("--max_grad_norm", type=float, default=defaults.max_grad_norm)
+    add("--gradient_accumulation_steps", type=int, default=1)
+    add("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    add("--seed", type=int, default=0)
+    add("--image_size", type=int, default=None, help=f"depiction size; default by preset {PRESET_IMAGE_SIZE}")
+    add("--num_proc", type=int, default=1, help="processes for featurization (datasets.map)")
+    add("--dataloader_workers", type=int, default=0)
+    add("--checkpointing_steps", type=int, default=defaults.checkpointing_steps)
+    add("--checkpoint_total_limit", type=int, default=defaults.checkpoint_total_limit)
+    add("--resume_from_checkpoint", default=None, help="checkpoint folder, or 'latest'")
+    add("--log_every", type=int, default=defaults.log_every)
+    for view in ("image", "geometry", "hypergraph", "memory"):
+        add(f"--no_{view}", action="store_true", help=f"ablation: disable the {view} component")
+    add("--cpu", action="store_true", help="force CPU even where CUDA is available")
+    add("--push_to_hub", action="store_true")
+    add("--hub_model_id", default=None)
+    add("--hub_private", action="store_true")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> PretrainArguments:
+    """Parse command-line options into :class:`PretrainArguments`."""
+    namespace = build_parser().parse_args(argv)
+    args = PretrainArguments(**vars(namespace))
+    if args.push_to_hub and not args.hub_model_id:
+        raise SystemExit("--push_to_hub needs --hub_model_id (e.g. my-org/mmsa-small)")
+    return args
+
+
+def _config_overrides(args: PretrainArguments) -> dict[str, Any]:
+    overrides: dict[str, Any] = dict(args.extra_config)
+    if args.no_image:
+        overrides["use_image"] = False
+    if args.no_geometry:
+        overrides["use_geometry"] = False
+    if args.no_hypergraph:
+        overrides["use_hypergraph"] = False
+    if args.no_memory:
+        overrides["use_memory"] = False
+    return overrides
+
+
+def _scalar_terms(outputs: Any) -> dict[str, float]:
+    """Every scalar tensor of a model output (the loss terms and counters), as floats."""
+    terms: dict[str, float] = {}
+    for key, value in outputs.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            terms[key] = float(value.detach().float().item())
+    return terms
+
+
+def run_pretraining(args: PretrainArguments) -> Path:
+    """Run one pretraining job; returns the directory holding the final model and processor."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    from ..data import MMSACollator, featurize_dataset, load_pretraining_corpus
+    from ..modeling import MMSAForPretraining
+
+    timer = Timer()
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        cpu=args.cpu,
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir),
+            automatic_checkpoint_naming=True,
+            total_limit=args.checkpoint_total_limit,
+        ),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    set_seed(args.seed)
+    is_main = accelerator.is_main_process
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    config = resolve_model_config(args.config, _config_overrides(args))
+    preset = args.config if args.config in PRESET_IMAGE_SIZE else "base"
+    image_size = args.image_size or PRESET_IMAGE_SIZE[preset]
+    processor = build_processor(image_size=image_size)
+
+    with accelerator.main_process_first():
+        corpus, corpus_info = load_pretraining_corpus(
+            args.corpus,
+            smiles_column=args.smiles_column,
+            exclude_test=not args.include_test,
+            limit=args.max_molecules,
+            seed=args.seed,
+        )
+        featurized, featurize_report = featurize_dataset(
+            corpus, processor, num_proc=args.num_proc, on_error="skip", accelerator=accelerator
+        )
+    if len(featurized) == 0:
+        raise ValueError(f"corpus {args.corpus!r}: no molecule survived featurization")
+    corpus_info = {**corpus_info, "featurization": featurize_report, "molecules_used": len(featurized)}
+
+    collator = MMSACollator(processor)
+    generator = torch.Generator().manual_seed(args.seed)
+    train_loader = torch.utils.data.DataLoader(
+        featurized,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=len(featurized) >= 2 * args.batch_size,
+        collate_fn=collator,
+        num_workers=args.dataloader_workers,
+        generator=generator,
+    )
+
+    model = MMSAForPretraining(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    total_steps = args.max_steps or steps_per_epoch * args.num_epochs
+    num_epochs = math.ceil(total_steps / max(steps_per_epoch, 1))
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, int(args.warmup_ratio * total_steps), total_steps
+    )
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+
+    log = JsonlLog(output_dir / "metrics.jsonl", enabled=is_main)
+    global_step, start_epoch, skip_batches = 0, 0, 0
+    resume = args.resume_from_checkpoint
+    if resume:
+        checkpoint = latest_checkpoint(output_dir) if resume == "latest" else Path(resume)
+        if checkpoint is None or not checkpoint.is_dir():
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume!r}: no checkpoint found under {output_dir}")
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / TRAINING_STATE_FILE).read_text())
+        global_step = state["global_step"]
+        start_epoch, skip_batches = divmod(state["batches_seen"], len(train_loader))
+        accelerator.project_configuration.iteration = state["save_iteration"] + 1
+        log.truncate_after(global_step)
+        accelerator.print(f"resumed from {checkpoint} at step {global_step} (epoch {start_epoch}, batch {skip_batches})")
+
+    run_config = {
+        "args": asdict(args),
+        "model_config": config.to_dict(),
+        "processor": processor.to_dict() if hasattr(processor, "to_dict") else None,
+        "total_steps": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "num_processes": accelerator.num_processes,
+        "environment": environment_info(),
+    }
+    if is_main:
+        write_json(output_dir / "run_config.json", run_config)
+        write_json(output_dir / "corpus.json", corpus_info)
+
+    progress = tqdm(total=total_steps, initial=global_step, disable=not is_main, desc="pretrain", unit="step")
+    batches_seen = start_epoch * len(train_loader) + skip_batches
+    molecules_seen, train_time, stop = 0, 0.0, False
+    model.train()
+    for epoch in range(start_epoch, num_epochs):
+        train_loader.set_epoch(epoch)
+        loader = train_loader
+        if epoch == start_epoch and skip_batches:
+            loader = accelerator.skip_first_batches(train_loader, skip_batches)
+        step_timer = Timer()
+        for batch in loader:
+            with accelerator.accumulate(model):
+                outputs = model(**batch)
+                accelerator.backward(outputs.loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            batches_seen += 1
+            molecules_seen += int(batch["valid_mask"].sum()) * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            progress.update(1)
+            train_time += step_timer.elapsed
+            step_timer = Timer()
+            if global_step % args.log_every == 0 or global_step == total_steps:
+                terms = _scalar_terms(outputs)
+                record = {"step": global_step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **terms,
+                          "molecules_per_s": molecules_seen / max(train_time, 1e-9)}
+                log.write(record)
+                progress.set_postfix({k: f"{v:.3g}" for k, v in terms.items() if k in ("loss", "anchors_in_use")})
+            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+                _save_checkpoint(accelerator, global_step, batches_seen)
+            over_budget = args.time_budget_minutes and timer.elapsed > 60 * args.time_budget_minutes
+            if global_step >= total_steps or over_budget:
+                stop = True
+                break
+        if stop:
+            break
+    progress.close()
+
+    accelerator.wait_for_everyone()
+    final_dir = output_dir / "final"
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.save_pretrained(final_dir, is_main_process=is_main, save_function=accelerator.save)
+    if is_main:
+        processor.save_pretrained(final_dir)
+        summary = {
+            "global_step": global_step,
+            "planned_steps": total_steps,
+            "molecules_seen": molecules_seen,
+            "train_seconds": train_time,
+            "molecules_per_s": molecules_seen / max(train_time, 1e-9),
+            "wall_seconds": timer.elapsed,
+            "stopped_by_time_budget": bool(stop and global_step < total_steps),
+        }
+        training_info = {**run_config, "summary": summary, "corpus": corpus_info}
+        write_json(final_dir / "training_info.json", training_info)
+        write_json(output_dir / "summary.json", summary)
+        records = log.read()
+        keys = ["loss"] + sorted({k for r in records for k in r if k.endswith("_loss") and k != "loss"})
+        plot_curves(records, keys + ["anchors_in_use"], output_dir / "loss_curves.png",
+                    title=f"MMSA pretraining ({args.config})", smooth=5)
+        if args.push_to_hub:
+            from ..hub import push_to_hub
+
+            push_to_hub(unwrapped, processor, args.hub_model_id, private=args.hub_private,
+                        training_info=training_info)
+        accelerator.print(
+            f"\nPretrained model and processor saved to {final_dir} "
+            f"({global_step} steps, {summary['molecules_per_s']:.1f} molecules/s, {timer.elapsed / 60:.1f} min).\n"
+            f"Next: fine-tune it, e.g.\n"
+            f"  accelerate launch --cpu --num_processes 1 scripts/finetune.py --model {final_dir} --dataset bbbp --seeds 0 1 2\n"
+        )
+    accelerator.end_training()
+    return final_dir
+
+
+def _save_checkpoint(accelerator: Any, global_step: int, batches_seen: int) -> None:
+    """``save_state`` plus the step counters needed to resume at the same data position."""
+    iteration = accelerator.project_configuration.iteration
+    accelerator.save_state()
+    if accelerator.is_main_process:
+        folder = Path(accelerator.project_dir) / "checkpoints" / f"checkpoint_{iteration}"
+        write_json(folder / TRAINING_STATE_FILE,
+                   {"global_step": global_step, "batches_seen": batches_seen, "save_iteration": iteration})
+    accelerator.wait_for_everyone()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``scripts/pretrain.py`` and ``mmsa pretrain``."""
+    import logging
+
+    logging.basicConfig(level=os.environ.get("MMSA_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    run_pretraining(parse_args(argv))
