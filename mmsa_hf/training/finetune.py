@@ -126,20 +126,18 @@ def parse_args(argv: Sequence[str] | None = None) -> FinetuneArguments:
 
 
 def _load_task(args: FinetuneArguments):
-    """(DatasetDict, task metadata dict) for a MoleculeNet name or a user file."""
-    from ..data import load_moleculenet
-    from ..data.moleculenet import MOLECULENET_TASKS, load_labelled_csv
+    """(DatasetDict, task metadata dict) for a MoleculeNet name or a user table."""
+    from ..data import MOLECULENET_TASKS, get_task, load_moleculenet, make_task
 
-    name = args.dataset.lower()
-    if name in MOLECULENET_TASKS:
-        dsd = load_moleculenet(name, split=args.split, seed=args.data_seed)
-        meta = MOLECULENET_TASKS[name]
-        return dsd, {"name": name, "task_type": meta.task_type, "label_columns": list(meta.label_columns)}
-    if not args.label_columns or not args.task_type:
-        raise SystemExit(f"--dataset {args.dataset!r} is not a MoleculeNet name: give --label_columns and --task_type")
-    dsd = load_labelled_csv(args.dataset, smiles_column=args.smiles_column, label_columns=args.label_columns,
-                            split=args.split, seed=args.data_seed)
-    return dsd, {"name": Path(args.dataset).stem, "task_type": args.task_type, "label_columns": args.label_columns}
+    if args.dataset.lower() in MOLECULENET_TASKS or args.dataset.lower() in ("lipo", "delaney"):
+        task = get_task(args.dataset)
+        dsd = load_moleculenet(task.name, split=args.split, seed=args.data_seed, num_proc=args.num_proc)
+    else:
+        if not args.label_columns or not args.task_type:
+            raise SystemExit(f"--dataset {args.dataset!r} is not a MoleculeNet name: give --label_columns and --task_type")
+        task = make_task(args.dataset, args.label_columns, args.task_type, smiles_column=args.smiles_column or "smiles")
+        dsd = load_moleculenet(task, data_files=args.dataset, split=args.split, seed=args.data_seed)
+    return dsd, {"name": task.name, "task_type": task.task_type, "label_columns": list(task.label_columns)}
 
 
 def _predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +172,7 @@ def run_finetuning(args: FinetuneArguments) -> dict[str, Any]:
     from tqdm.auto import tqdm
     from transformers import AutoProcessor
 
-    from ..data import MMSACollator, featurize_dataset
+    from ..data import MMSACollator, featurize_dataset, featurize_report
     from ..modeling import MMSAForMolecularPropertyPrediction
 
     timer = Timer()
@@ -195,9 +193,10 @@ def run_finetuning(args: FinetuneArguments) -> dict[str, Any]:
     with accelerator.main_process_first():
         featurized, reports = {}, {}
         for split_name, split in dsd.items():
-            featurized[split_name], reports[split_name] = featurize_dataset(
+            featurized[split_name] = featurize_dataset(
                 split, processor, num_proc=args.num_proc, on_error="skip", accelerator=accelerator
             )
+            reports[split_name] = featurize_report(featurized[split_name])
     collator = MMSACollator(processor, label_columns=label_columns)
 
     train_labels = np.asarray(featurized["train"].with_format("numpy")[label_columns[0]]) if len(label_columns) == 1 else \

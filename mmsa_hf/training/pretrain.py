@@ -162,7 +162,13 @@ def run_pretraining(args: PretrainArguments) -> Path:
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
-    from ..data import MMSACollator, featurize_dataset, load_pretraining_corpus
+    from ..data import (
+        MMSACollator,
+        corpus_description,
+        featurize_dataset,
+        featurize_report,
+        load_pretraining_corpus,
+    )
     from ..modeling import MMSAForPretraining
 
     timer = Timer()
@@ -189,19 +195,21 @@ def run_pretraining(args: PretrainArguments) -> Path:
     processor = build_processor(image_size=image_size)
 
     with accelerator.main_process_first():
-        corpus, corpus_info = load_pretraining_corpus(
-            args.corpus,
-            smiles_column=args.smiles_column,
-            exclude_test=not args.include_test,
-            limit=args.max_molecules,
-            seed=args.seed,
+        corpus = load_pretraining_corpus(
+            args.corpus, smiles_column=args.smiles_column, exclude_test=not args.include_test,
+            num_proc=args.num_proc,
         )
-        featurized, featurize_report = featurize_dataset(
+        corpus_info = dict(corpus_description(corpus) or {})
+        if args.max_molecules and args.max_molecules < len(corpus):
+            # A seeded subsample, so a CPU run fits its time budget; recorded in corpus.json.
+            corpus = corpus.shuffle(seed=args.seed).select(range(args.max_molecules))
+            corpus_info["subsample"] = {"max_molecules": args.max_molecules, "seed": args.seed}
+        featurized = featurize_dataset(
             corpus, processor, num_proc=args.num_proc, on_error="skip", accelerator=accelerator
         )
     if len(featurized) == 0:
         raise ValueError(f"corpus {args.corpus!r}: no molecule survived featurization")
-    corpus_info = {**corpus_info, "featurization": featurize_report, "molecules_used": len(featurized)}
+    corpus_info = {**corpus_info, "featurization": featurize_report(featurized), "molecules_used": len(featurized)}
 
     collator = MMSACollator(processor)
     generator = torch.Generator().manual_seed(args.seed)

@@ -1,0 +1,92 @@
+"""Collate featurised dataset rows into the model's batch (``docs/batch-format.md``).
+
+``MMSACollator(processor, label_columns)`` is a ``DataLoader`` ``collate_fn``: rows written by
+:func:`~mmsa_hf.data.featurize_dataset` -> per-molecule records -> ``processor.collate(records)``
+(the same code ``processor(smiles)`` runs, so both paths give identical tensors), plus
+
+* ``labels``: float32 ``[B, T]`` from ``label_columns`` (``NaN`` kept for missing labels), and
+* ``row_index``: long ``[B]`` (0-based data row of the source file).
+
+Importing this module does no RDKit work; collating decodes PNGs only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+__all__ = ["MMSACollator", "row_to_record"]
+
+
+def row_to_record(row: Mapping[str, Any], input_index: int = 0) -> dict[str, Any]:
+    """One featurised dataset row -> the per-molecule record ``processor.collate`` expects."""
+    import numpy as np
+
+    return {
+        "atom_features": np.asarray(row["atom_features"], dtype=np.int64).reshape(-1, 9),
+        "bond_features": np.asarray(row["bond_features"], dtype=np.int64).reshape(-1, 3),
+        "edge_index": np.asarray(row["edge_index"], dtype=np.int64).reshape(2, -1),
+        "atomic_numbers": np.asarray(row["atomic_numbers"], dtype=np.int64).reshape(-1),
+        "pos": np.asarray(row["pos"], dtype=np.float32).reshape(-1, 3),
+        "conformer_status": int(row["conformer_status"]),
+        "image_png": bytes(row["image_png"]),
+        "smiles": row.get("canonical_smiles", "") or "",
+        "valid": bool(row.get("valid", True)),
+        "input_index": int(input_index),
+    }
+
+
+def _label(value) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class MMSACollator:
+    """Batch featurised rows for ``MMSAModel`` / ``MMSAFor...`` models.
+
+    Args:
+        processor: the ``MMSAProcessor`` used for featurisation (its ``collate`` builds the batch).
+        label_columns: columns stacked into ``labels`` ``[B, T]`` (float32, ``NaN`` = missing);
+            ``None`` = no labels (pretraining).
+        label_dtype: torch dtype name of ``labels`` (default ``"float32"``).
+    """
+
+    def __init__(self, processor, label_columns: Sequence[str] | str | None = None, label_dtype: str = "float32"):
+        self.processor = processor
+        if isinstance(label_columns, str):
+            label_columns = [label_columns]
+        self.label_columns = list(label_columns) if label_columns is not None else None
+        self.label_dtype = label_dtype
+
+    def __repr__(self) -> str:
+        return f"MMSACollator(processor={type(self.processor).__name__}, label_columns={self.label_columns})"
+
+    @staticmethod
+    def _rows(batch) -> list[Mapping[str, Any]]:
+        if isinstance(batch, Mapping):  # a dataset slice: dict of lists
+            keys = list(batch)
+            n = len(batch[keys[0]]) if keys else 0
+            return [{k: batch[k][i] for k in keys} for i in range(n)]
+        return list(batch)
+
+    def __call__(self, batch):
+        import torch
+
+        rows = self._rows(batch)
+        if not rows:
+            raise ValueError("MMSACollator: empty batch")
+        records = [row_to_record(r, i) for i, r in enumerate(rows)]
+        out = self.processor.collate(records)
+        if self.label_columns:
+            missing = [c for c in self.label_columns if c not in rows[0]]
+            if missing:
+                raise KeyError(f"MMSACollator: label columns {missing} not in the rows (keys: {list(rows[0])})")
+            labels = [[_label(r[c]) for c in self.label_columns] for r in rows]
+            out["labels"] = torch.tensor(labels, dtype=getattr(torch, self.label_dtype))
+        if "row_index" in rows[0]:
+            out["row_index"] = torch.tensor([int(r["row_index"]) for r in rows], dtype=torch.long)
+        return out
