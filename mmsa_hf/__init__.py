@@ -12,6 +12,7 @@ from .modeling import (
 )
 from .processing import MMSAFeatureExtractor, MMSAImageProcessor, MMSAProcessor
 from ._registration import register_auto_classes
+from .hub import load_model, load_processor, push_to_hub, verify_checkpoint
 
 register_auto_classes()
 
@@ -27,4 +28,8 @@ __all__ = [
     "MMSAImageProcessor",
     "MMSAProcessor",
     "register_auto_classes",
+    "push_to_hub",
+    "load_model",
+    "load_processor",
+    "verify_checkpoint",
 ]

@@ -147,6 +147,7 @@ def _predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
         for batch in loader:
             batch_labels = batch.pop("labels")
+            batch.pop("row_index", None)
             outputs = model(**batch)
             preds = accelerator.unwrap_model(model).predict_from_logits(outputs.logits)
             preds, batch_labels = accelerator.gather_for_metrics((preds.float(), batch_labels))
@@ -250,6 +251,7 @@ def run_finetuning(args: FinetuneArguments) -> dict[str, Any]:
             epoch_timer, n_mols, losses = Timer(), 0, []
             model.train()
             for batch in train_loader:
+                batch.pop("row_index", None)
                 outputs = model(**batch)
                 accelerator.backward(outputs.loss)
                 optimizer.step()

@@ -272,6 +272,7 @@ def run_pretraining(args: PretrainArguments) -> Path:
             loader = accelerator.skip_first_batches(train_loader, skip_batches)
         step_timer = Timer()
         for batch in loader:
+            batch.pop("row_index", None)
             with accelerator.accumulate(model):
                 outputs = model(**batch)
                 accelerator.backward(outputs.loss)

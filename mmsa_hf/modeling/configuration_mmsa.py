@@ -1,0 +1,474 @@
+"""Configuration of MMSA (Multi-Modal molecular representation learning via Structure Awareness).
+
+Everything beyond the paper's abstract (three views, a unified embedding, a hypergraph between molecules,
+a memory bank of anchors) is a choice of this implementation; ``docs/method.md`` lists which is which.
+
+This file is shipped as Hub remote code, so it imports only ``transformers``/``torch`` and nothing from
+``mmsa_hf``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from transformers import PreTrainedConfig, ResNetConfig
+
+
+try:  # transformers >= 5.x with per-key sub-config specs
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # pragma: no cover - older 5.x: a plain class mapping
+    SubConfigSpec = None
+
+
+# --- Copied from the batch contract (docs/batch-format.md, mmsa_hf/processing); a test checks they agree. ---
+ATOM_FEATURE_VOCAB_SIZES = (119, 5, 12, 12, 10, 6, 6, 3, 3)
+BOND_FEATURE_VOCAB_SIZES = (5, 7, 3)
+CONFORMER_STATUSES = ("etkdg", "etkdg_random_coords", "2d_fallback", "provided", "invalid")
+
+#: The three views, in the fixed order used by every ``[B, 3]`` modality mask.
+MODALITIES = ("graph", "image", "geometry")
+
+MEMORY_UPDATE_RULES = ("ema", "gradient")
+GRAPH_JK_MODES = ("last", "sum", "concat")
+POOLING_MODES = ("mean", "sum", "max")
+HYPERGRAPH_CONSISTENCY_TARGETS = ("fused", "views")
+RECONSTRUCTION_LOSS_TYPES = ("cosine", "mse")
+DOWNSTREAM_EMBEDDINGS = ("auto", "unified", "fused", "graph")
+
+#: Canonical ``problem_type`` values (the transformers names) and the short aliases we accept.
+PROBLEM_TYPES = ("multi_label_classification", "regression", "single_label_classification")
+PROBLEM_TYPE_ALIASES = {
+    "binary": "multi_label_classification",
+    "multi_label": "multi_label_classification",
+    "multi_task": "multi_label_classification",
+    "multi_class": "single_label_classification",
+}
+
+#: ResNet-18 shape (basic blocks [2, 2, 2, 2], widths 64..512, stem width 64).
+RESNET18_KWARGS = {
+    "num_channels": 3,
+    "embedding_size": 64,
+    "hidden_sizes": [64, 128, 256, 512],
+    "depths": [2, 2, 2, 2],
+    "layer_type": "basic",
+    "hidden_act": "relu",
+    "downsample_in_first_stage": False,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # For unit tests: a forward+backward on a handful of molecules takes well under a second.
+    "tiny": {
+        "hidden_size": 32,
+        "graph_num_layers": 2,
+        "graph_hidden_size": 32,
+        "image_config": {**RESNET18_KWARGS, "embedding_size": 8, "hidden_sizes": [8, 8, 16, 16], "depths": [1, 1, 1, 1]},
+        "geometry_num_layers": 2,
+        "geometry_hidden_size": 32,
+        "geometry_num_filters": 32,
+        "geometry_num_rbf": 16,
+        "geometry_cutoff": 5.0,
+        "fusion_num_heads": 2,
+        "fusion_num_layers": 1,
+        "hypergraph_k": 2,
+        "hypergraph_anchor_k": 2,
+        "memory_num_anchors": 8,
+    },
+    # For CPU runs: pretrains thousands of molecules in minutes on two cores.
+    "small": {
+        "hidden_size": 128,
+        "graph_num_layers": 3,
+        "graph_hidden_size": 128,
+        "image_config": {**RESNET18_KWARGS, "embedding_size": 16, "hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1]},
+        "geometry_num_layers": 3,
+        "geometry_hidden_size": 128,
+        "geometry_num_filters": 128,
+        "geometry_num_rbf": 32,
+        "geometry_cutoff": 10.0,
+        "fusion_num_heads": 4,
+        "fusion_num_layers": 1,
+        "hypergraph_k": 5,
+        "hypergraph_anchor_k": 3,
+        "memory_num_anchors": 64,
+    },
+    # The reference sizes: GIN 5x300, ResNet-18, SchNet-style 4x256.
+    "base": {
+        "hidden_size": 256,
+        "graph_num_layers": 5,
+        "graph_hidden_size": 300,
+        "image_config": dict(RESNET18_KWARGS),
+        "geometry_num_layers": 4,
+        "geometry_hidden_size": 256,
+        "geometry_num_filters": 256,
+        "geometry_num_rbf": 50,
+        "geometry_cutoff": 10.0,
+        "fusion_num_heads": 8,
+        "fusion_num_layers": 2,
+        "hypergraph_k": 10,
+        "hypergraph_anchor_k": 3,
+        "memory_num_anchors": 256,
+    },
+}
+
+
+class MMSAConfig(PreTrainedConfig):
+    r"""Configuration of [`MMSAModel`], [`MMSAForPretraining`] and [`MMSAForMolecularPropertyPrediction`].
+
+    The defaults are the ``base`` preset; use [`MMSAConfig.from_preset`] for ``"tiny"`` / ``"small"`` / ``"base"``.
+    Wrong values raise `ValueError` when the config is built.
+
+    Args:
+        hidden_size (`int`, defaults to 256):
+            Common width ``D`` of the projected view embeddings, the fusion transformer, the hypergraph and the
+            memory anchors.
+        atom_feature_vocab_sizes (`list[int]`):
+            Vocabulary size of each of the 9 categorical atom columns (copied from the batch contract).
+        bond_feature_vocab_sizes (`list[int]`):
+            Vocabulary size of each of the 3 categorical bond columns (copied from the batch contract).
+        graph_num_layers (`int`, defaults to 5): GINE layers of the 2D encoder.
+        graph_hidden_size (`int`, defaults to 300): width of the 2D encoder.
+        graph_dropout (`float`, defaults to 0.0): dropout after every GINE layer.
+        graph_jk (`str`, defaults to `"last"`): jumping knowledge over layers, one of `"last"`, `"sum"`
+            (sum of the input embedding and every layer output, as in OGB) or `"concat"` (concatenate the layer
+            outputs and project back to ``graph_hidden_size``).
+        graph_pooling (`str`, defaults to `"mean"`): readout of the 2D encoder, `"mean"`, `"sum"` or `"max"`.
+        graph_train_eps (`bool`, defaults to `False`): learn the GIN ``epsilon``.
+        image_config (`dict` or `ResNetConfig`, *optional*): the `transformers.ResNetConfig` of the image encoder.
+            `None` gives the ResNet-18 shape; a dict is passed to `ResNetConfig(**dict)` (so missing keys take
+            `ResNetConfig`'s own defaults, as when ``config.json`` is reloaded). Saved as a nested dict.
+        geometry_num_layers (`int`, defaults to 4): SchNet-style interaction blocks of the 3D encoder.
+        geometry_hidden_size (`int`, defaults to 256): width of the 3D encoder.
+        geometry_num_filters (`int`, defaults to 256): width of the continuous filters.
+        geometry_num_rbf (`int`, defaults to 50): Gaussian radial basis functions on ``[0, cutoff]``.
+        geometry_cutoff (`float`, defaults to 10.0): radius (Angstrom) of the within-molecule radius graph.
+        geometry_pooling (`str`, defaults to `"mean"`): readout of the 3D encoder, `"mean"`, `"sum"` or `"max"`.
+        geometry_use_atom_features (`bool`, defaults to `False`): add the 9 categorical 2D atom features to the
+            atomic-number embedding of the 3D encoder (off: the 3D view sees only Z and positions).
+        geometry_missing_statuses (`list[str]`, defaults to `[]`): conformer statuses (from the contract's
+            ``CONFORMER_STATUSES``) for which the 3D view counts as missing. Empty by default: ``conformer_status``
+            is then ignored, as the batch contract says.
+        fusion_num_heads (`int`, defaults to 8), fusion_num_layers (`int`, defaults to 2),
+        fusion_intermediate_size (`int`, *optional*, defaults to ``2 * hidden_size``),
+        fusion_dropout (`float`, defaults to 0.0): the fusion transformer over ``[FUSE] + view tokens``.
+        use_image (`bool`), use_geometry (`bool`), use_hypergraph (`bool`), use_memory (`bool`):
+            switch the image view, the 3D view, the structure-awareness hypergraph and the memory bank on or off.
+            A disabled encoder is not built (its weights do not exist).
+        modality_dropout (`float`, defaults to 0.0): in training, drop each present view of a molecule with this
+            probability (at least one view is always kept).
+        hypergraph_k (`int`, defaults to 10): nearest molecules per view hyperedge (training mode).
+        hypergraph_anchor_k (`int`, defaults to 3): nearest memory anchors in each molecule's anchor hyperedge.
+        hypergraph_num_layers (`int`, defaults to 2): `HypergraphConv` layers (each with a residual connection).
+        hypergraph_dropout (`float`, defaults to 0.0).
+        hypergraph_consistency_target (`str`, defaults to `"fused"`): the hypergraph consistency loss is InfoNCE
+            between the refined embedding and the fused embedding (`"fused"`) or the mean of InfoNCE against each
+            present view embedding (`"views"`).
+        memory_num_anchors (`int`, defaults to 256): anchors ``K`` in the memory bank.
+        memory_temperature (`float`, defaults to 0.1): ``tau_m`` of the soft assignment softmax.
+        memory_update_rule (`str`, defaults to `"ema"`): `"ema"` (EMA of the assigned embeddings, no gradients)
+            or `"gradient"` (the anchors are trained by back-propagation).
+        memory_ema_momentum (`float`, defaults to 0.99).
+        memory_sinkhorn_iterations (`int`, defaults to 3): Sinkhorn-Knopp iterations of the swapped-prediction
+            targets (0: plain sharpened softmax targets).
+        memory_target_temperature (`float`, defaults to 0.05): temperature (Sinkhorn epsilon) of the targets.
+        contrastive_temperature (`float`, defaults to 0.1): InfoNCE temperature.
+        contrastive_weight, reconstruction_weight, hypergraph_weight, memory_weight (`float`): loss weights
+            (defaults 1.0, 1.0, 0.5, 0.5).
+        reconstruction_loss_type (`str`, defaults to `"cosine"`): `"cosine"` (1 - cos) or `"mse"`, to the
+            stop-gradient target view embedding.
+        downstream_modalities (`list[str]`, *optional*): views used by [`MMSAForMolecularPropertyPrediction`];
+            `None` (default) means every enabled view; `["graph"]` alone is the GraphMVP-style protocol. Naming a
+            disabled view raises.
+        downstream_embedding (`str`, defaults to `"auto"`): what the property head reads: `"graph"` (the pooled
+            2D encoder output), `"fused"` (fusion output), `"unified"` (fusion + anchor hypergraph) or `"auto"`
+            (`"graph"` when ``downstream_modalities == ["graph"]``, else `"unified"`).
+        num_labels (`int`), problem_type (`str`): the property task. ``problem_type`` takes the transformers names
+            `"multi_label_classification"` (binary / multi-task binary, BCE with NaN labels masked),
+            `"single_label_classification"` (multi-class, cross-entropy) and `"regression"` (MSE on normalised
+            labels), or the aliases `"binary"`, `"multi_label"`, `"multi_task"`, `"multi_class"`. `None` means
+            `"multi_label_classification"`.
+        label_mean (`list[float]`, *optional*), label_std (`list[float]`, *optional*): regression label
+            normalisation; the model regresses ``(y - mean) / std`` and de-normalises its predictions.
+        classifier_dropout (`float`, defaults to 0.0), classifier_hidden_size (`int`, *optional*): property head,
+            linear when ``classifier_hidden_size`` is None, else a 2-layer MLP.
+        initializer_range (`float`, defaults to 0.02): std of the normal init of tokens and type embeddings.
+    """
+
+    model_type = "mmsa"
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {"image_config": SubConfigSpec(config_class=ResNetConfig, init_kwargs=RESNET18_KWARGS)}
+    else:  # pragma: no cover
+        sub_configs = {"image_config": ResNetConfig}
+
+    hidden_size: int = 256
+    atom_feature_vocab_sizes: list[int] | tuple[int, ...] = ATOM_FEATURE_VOCAB_SIZES
+    bond_feature_vocab_sizes: list[int] | tuple[int, ...] = BOND_FEATURE_VOCAB_SIZES
+
+    graph_num_layers: int = 5
+    graph_hidden_size: int = 300
+    graph_dropout: float = 0.0
+    graph_jk: str = "last"
+    graph_pooling: str = "mean"
+    graph_train_eps: bool = False
+
+    image_config: dict | PreTrainedConfig | None = None
+
+    geometry_num_layers: int = 4
+    geometry_hidden_size: int = 256
+    geometry_num_filters: int = 256
+    geometry_num_rbf: int = 50
+    geometry_cutoff: float = 10.0
+    geometry_pooling: str = "mean"
+    geometry_use_atom_features: bool = False
+    geometry_missing_statuses: list[str] | tuple[str, ...] = ()
+
+    fusion_num_heads: int = 8
+    fusion_num_layers: int = 2
+    fusion_intermediate_size: int | None = None
+    fusion_dropout: float = 0.0
+
+    use_image: bool = True
+    use_geometry: bool = True
+    use_hypergraph: bool = True
+    use_memory: bool = True
+    modality_dropout: float = 0.0
+
+    hypergraph_k: int = 10
+    hypergraph_anchor_k: int = 3
+    hypergraph_num_layers: int = 2
+    hypergraph_dropout: float = 0.0
+    hypergraph_consistency_target: str = "fused"
+
+    memory_num_anchors: int = 256
+    memory_temperature: float = 0.1
+    memory_update_rule: str = "ema"
+    memory_ema_momentum: float = 0.99
+    memory_sinkhorn_iterations: int = 3
+    memory_target_temperature: float = 0.05
+
+    contrastive_temperature: float = 0.1
+    contrastive_weight: float = 1.0
+    reconstruction_weight: float = 1.0
+    reconstruction_loss_type: str = "cosine"
+    hypergraph_weight: float = 0.5
+    memory_weight: float = 0.5
+
+    downstream_modalities: list[str] | tuple[str, ...] | None = None
+    downstream_embedding: str = "auto"
+    label_mean: list[float] | None = None
+    label_std: list[float] | None = None
+    classifier_dropout: float = 0.0
+    classifier_hidden_size: int | None = None
+
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        self._normalize_fields()
+        # Build the ResNet sub-config here (not only through the sub-config machinery) so that the behaviour does
+        # not depend on the transformers 5.x minor version: None -> ResNet-18, dict -> ResNetConfig(**dict).
+        if self.image_config is None:
+            self.image_config = ResNetConfig(**RESNET18_KWARGS)
+        elif isinstance(self.image_config, dict):
+            self.image_config = ResNetConfig(**self.image_config)
+        super().__post_init__(**kwargs)
+        self._validate_mmsa()
+
+    def _normalize_fields(self) -> None:
+        """Lists instead of tuples (JSON round trip), problem-type aliases to the transformers names."""
+        if self.downstream_modalities is None:
+            self.downstream_modalities = self.enabled_modalities
+        for name in (
+            "atom_feature_vocab_sizes",
+            "bond_feature_vocab_sizes",
+            "geometry_missing_statuses",
+            "downstream_modalities",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = [value]
+            setattr(self, name, list(value) if value is not None else value)
+        for name in ("label_mean", "label_std"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, (int, float)):
+                    value = [value]
+                setattr(self, name, [float(v) for v in value])
+        if self.problem_type in PROBLEM_TYPE_ALIASES:
+            self.problem_type = PROBLEM_TYPE_ALIASES[self.problem_type]
+
+    # ------------------------------------------------------------------ validation
+    def _validate_mmsa(self) -> None:
+        """Raise `ValueError` on any invalid MMSA field. Also run by the models' ``__init__``, because
+        ``from_pretrained(..., some_field=value)`` sets attributes after ``__post_init__``."""
+        self._normalize_fields()
+
+        def fail(msg: str):
+            raise ValueError(f"MMSAConfig: {msg}")
+
+        def positive_int(name: str, minimum: int = 1):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                fail(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+
+        def choice(name: str, options):
+            value = getattr(self, name)
+            if value not in options:
+                fail(f"`{name}` must be one of {list(options)}, got {value!r}.")
+
+        def probability(name: str):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                fail(f"`{name}` must be in [0, 1), got {value!r}.")
+
+        def positive_float(name: str):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
+                fail(f"`{name}` must be a finite number > 0, got {value!r}.")
+
+        for name in (
+            "hidden_size",
+            "graph_num_layers",
+            "graph_hidden_size",
+            "geometry_num_layers",
+            "geometry_hidden_size",
+            "geometry_num_filters",
+            "fusion_num_heads",
+            "fusion_num_layers",
+            "hypergraph_k",
+            "hypergraph_anchor_k",
+            "hypergraph_num_layers",
+            "memory_num_anchors",
+        ):
+            positive_int(name)
+        positive_int("geometry_num_rbf", 2)
+        positive_int("memory_sinkhorn_iterations", 0)
+        if self.fusion_intermediate_size is not None:
+            positive_int("fusion_intermediate_size")
+        if self.classifier_hidden_size is not None:
+            positive_int("classifier_hidden_size")
+        if self.hidden_size % self.fusion_num_heads != 0:
+            fail(f"`hidden_size` ({self.hidden_size}) must be divisible by `fusion_num_heads` ({self.fusion_num_heads}).")
+
+        for name in ("graph_dropout", "fusion_dropout", "hypergraph_dropout", "classifier_dropout", "modality_dropout"):
+            probability(name)
+        for name in ("geometry_cutoff", "memory_temperature", "memory_target_temperature", "contrastive_temperature"):
+            positive_float(name)
+        if not isinstance(self.initializer_range, (int, float)) or self.initializer_range < 0:
+            fail(f"`initializer_range` must be >= 0, got {self.initializer_range!r}.")
+
+        for name in ("contrastive_weight", "reconstruction_weight", "hypergraph_weight", "memory_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
+                fail(f"loss weight `{name}` must be a finite number >= 0, got {value!r}.")
+        if not 0.0 <= self.memory_ema_momentum < 1.0:
+            fail(f"`memory_ema_momentum` must be in [0, 1), got {self.memory_ema_momentum!r}.")
+
+        choice("graph_jk", GRAPH_JK_MODES)
+        choice("graph_pooling", POOLING_MODES)
+        choice("geometry_pooling", POOLING_MODES)
+        choice("memory_update_rule", MEMORY_UPDATE_RULES)
+        choice("hypergraph_consistency_target", HYPERGRAPH_CONSISTENCY_TARGETS)
+        choice("reconstruction_loss_type", RECONSTRUCTION_LOSS_TYPES)
+        choice("downstream_embedding", DOWNSTREAM_EMBEDDINGS)
+
+        if len(self.atom_feature_vocab_sizes) != len(ATOM_FEATURE_VOCAB_SIZES) or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.atom_feature_vocab_sizes
+        ):
+            fail(f"`atom_feature_vocab_sizes` must be {len(ATOM_FEATURE_VOCAB_SIZES)} positive integers, got {self.atom_feature_vocab_sizes!r}.")
+        if len(self.bond_feature_vocab_sizes) != len(BOND_FEATURE_VOCAB_SIZES) or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.bond_feature_vocab_sizes
+        ):
+            fail(f"`bond_feature_vocab_sizes` must be {len(BOND_FEATURE_VOCAB_SIZES)} positive integers, got {self.bond_feature_vocab_sizes!r}.")
+
+        for status in self.geometry_missing_statuses:
+            if status not in CONFORMER_STATUSES:
+                fail(f"unknown conformer status {status!r} in `geometry_missing_statuses`; known: {list(CONFORMER_STATUSES)}.")
+
+        if not self.downstream_modalities:
+            fail("`downstream_modalities` must name at least one modality.")
+        enabled = self.enabled_modalities
+        for modality in self.downstream_modalities:
+            if modality not in MODALITIES:
+                fail(f"unknown modality {modality!r} in `downstream_modalities`; known: {list(MODALITIES)}.")
+            if modality not in enabled:
+                fail(f"downstream modality {modality!r} is not enabled (enabled: {list(enabled)}); set use_{modality}=True or drop it.")
+        if len(set(self.downstream_modalities)) != len(self.downstream_modalities):
+            fail(f"`downstream_modalities` has duplicates: {self.downstream_modalities!r}.")
+
+        if self.use_memory and self.hypergraph_anchor_k > self.memory_num_anchors:
+            fail(f"`hypergraph_anchor_k` ({self.hypergraph_anchor_k}) cannot exceed `memory_num_anchors` ({self.memory_num_anchors}).")
+
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            fail(f"unknown `problem_type` {self.problem_type!r}; use one of {list(PROBLEM_TYPES)} or an alias {list(PROBLEM_TYPE_ALIASES)}.")
+        for name in ("label_mean", "label_std"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.num_labels:
+                fail(f"`{name}` has {len(value)} entries but `num_labels` is {self.num_labels}.")
+        if self.label_std is not None and any(not s > 0 or math.isinf(s) for s in self.label_std):
+            fail(f"`label_std` must be finite and > 0, got {self.label_std!r}.")
+
+        image = self.image_config
+        if image is not None and getattr(image, "num_channels", 3) != 3:
+            fail("the image encoder expects RGB depictions: `image_config.num_channels` must be 3.")
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def enabled_modalities(self) -> list[str]:
+        """Views whose encoder is built, in the fixed order `("graph", "image", "geometry")`."""
+        return [m for m, on in zip(MODALITIES, (True, self.use_image, self.use_geometry)) if on]
+
+    @property
+    def resolved_problem_type(self) -> str:
+        """``problem_type`` with `None` resolved to `"multi_label_classification"` (MoleculeNet's default)."""
+        problem = PROBLEM_TYPE_ALIASES.get(self.problem_type, self.problem_type)
+        return problem or "multi_label_classification"
+
+    @property
+    def resolved_downstream_embedding(self) -> str:
+        if self.downstream_embedding != "auto":
+            return self.downstream_embedding
+        return "graph" if list(self.downstream_modalities) == ["graph"] else "unified"
+
+    def set_label_statistics(self, mean, std) -> None:
+        """Store the regression label normalisation (one value per label, e.g. training-split nanmean/nanstd).
+
+        A std of 0 (a constant label) is replaced by 1."""
+        mean = [float(m) for m in (mean if hasattr(mean, "__len__") else [mean])]
+        std = [float(s) if float(s) > 0 else 1.0 for s in (std if hasattr(std, "__len__") else [std])]
+        if len(mean) != self.num_labels or len(std) != self.num_labels:
+            raise ValueError(f"MMSAConfig: label statistics need {self.num_labels} values, got {len(mean)} / {len(std)}.")
+        self.label_mean, self.label_std = mean, std
+        self._validate_mmsa()
+
+    @classmethod
+    def from_preset(cls, name: str = "base", **overrides) -> "MMSAConfig":
+        """Build a config from a named preset (``"tiny"``, ``"small"`` or ``"base"``) plus keyword overrides.
+
+        ``image_config`` given as a dict in ``overrides`` is merged key by key into the preset's ResNet config.
+
+        Example::
+
+            config = MMSAConfig.from_preset("small", use_geometry=False, memory_num_anchors=32)
+        """
+        if name not in PRESETS:
+            raise ValueError(f"MMSAConfig: unknown preset {name!r}; known presets: {list(PRESETS)}.")
+        kwargs = copy.deepcopy(PRESETS[name])
+        image_override = overrides.pop("image_config", None)
+        if isinstance(image_override, dict):
+            kwargs["image_config"] = {**kwargs["image_config"], **image_override}
+        elif image_override is not None:
+            kwargs["image_config"] = image_override
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+
+MMSAConfig.register_for_auto_class()
+
+__all__ = [
+    "ATOM_FEATURE_VOCAB_SIZES",
+    "BOND_FEATURE_VOCAB_SIZES",
+    "CONFORMER_STATUSES",
+    "MODALITIES",
+    "PRESETS",
+    "MMSAConfig",
+]

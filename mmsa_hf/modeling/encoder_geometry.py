@@ -1,0 +1,185 @@
+"""3D geometry encoder: an E(3)-invariant SchNet-style continuous-filter network over interatomic distances.
+
+Written in plain torch (no ``torch-cluster`` / ``pyg-lib``): the radius graph is built per molecule from the
+``ptr``/``batch`` vectors. The blocks follow PyG's ``torch_geometric.nn.models.schnet`` but avoid its
+``.item()`` calls at construction time, which break transformers' meta-device initialisation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoder_graph import MMSACategoricalEncoder, infer_num_graphs, pool_atoms
+from .outputs import MMSAEncoderOutput
+
+
+def radius_graph_per_molecule(
+    pos: torch.Tensor,
+    batch: torch.Tensor,
+    cutoff: float,
+    ptr: torch.Tensor | None = None,
+    num_graphs: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""All within-molecule atom pairs ``(j -> i)`` with ``i != j`` and ``||pos_i - pos_j|| < cutoff``.
+
+    Plain-torch replacement of ``torch_cluster.radius_graph`` (no neighbour cap). Costs
+    :math:`\sum_b n_b^2` pair evaluations, which is small for molecules.
+
+    Args:
+        pos: float ``[N, 3]``; batch: long ``[N]`` sorted molecule index; ptr: optional long ``[B + 1]``.
+
+    Returns:
+        ``edge_index`` long ``[2, P]`` (row 0 = source ``j``, row 1 = target ``i``) and ``distance`` ``[P]``.
+    """
+    num_atoms = pos.size(0)
+    device = pos.device
+    if num_atoms == 0:
+        return torch.empty(2, 0, dtype=torch.long, device=device), pos.new_empty(0)
+    if ptr is None:
+        num_graphs = infer_num_graphs(batch, None, num_graphs)
+        counts = torch.bincount(batch, minlength=num_graphs)
+        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    counts = ptr[1:] - ptr[:-1]
+    per_atom = counts[batch]  # size of the molecule each atom belongs to
+    target = torch.repeat_interleave(torch.arange(num_atoms, device=device), per_atom)
+    run_start = torch.repeat_interleave(per_atom.cumsum(0) - per_atom, per_atom)
+    local = torch.arange(target.numel(), device=device) - run_start
+    source = ptr[batch[target]] + local
+    keep = source != target
+    source, target = source[keep], target[keep]
+    distance = (pos[source] - pos[target]).norm(dim=-1)
+    keep = distance < cutoff
+    return torch.stack([source[keep], target[keep]]), distance[keep]
+
+
+class MMSAShiftedSoftplus(nn.Module):
+    r""":math:`\mathrm{ssp}(x) = \ln(1 + e^x) - \ln 2`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softplus(x) - math.log(2.0)
+
+
+class MMSAGaussianRBF(nn.Module):
+    r"""Gaussian radial basis :math:`e_k(d) = \exp(-\gamma (d - \mu_k)^2)`, :math:`\mu_k` evenly spaced on
+    ``[0, cutoff]``, :math:`\gamma = 1 / (2 \Delta\mu^2)`. The centres are a persistent buffer (``offset``)."""
+
+    def __init__(self, cutoff: float, num_rbf: int):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.num_rbf = int(num_rbf)
+        step = self.cutoff / (self.num_rbf - 1)
+        self.coeff = -0.5 / step**2
+        self.register_buffer("offset", torch.linspace(0.0, self.cutoff, self.num_rbf), persistent=True)
+
+    def reference_offset(self) -> torch.Tensor:
+        """The centres recomputed from the hyper-parameters (used by ``_init_weights``)."""
+        return torch.linspace(0.0, self.cutoff, self.num_rbf)
+
+    def forward(self, distance: torch.Tensor) -> torch.Tensor:
+        diff = distance.unsqueeze(-1) - self.offset.to(distance.dtype)
+        return torch.exp(self.coeff * diff.pow(2))
+
+
+class MMSAInteractionBlock(nn.Module):
+    r"""SchNet interaction block with a cosine-cutoff continuous-filter convolution.
+
+    .. math::
+        \mathbf{W}_{ji} &= \mathrm{MLP}_{filter}(\mathbf{e}(d_{ji})) \cdot
+            \tfrac{1}{2}\left(\cos(\pi d_{ji} / r_c) + 1\right) \\
+        \mathbf{v}_i &= \mathrm{Lin}_3\left(\mathrm{ssp}\left(\mathrm{Lin}_2\left(
+            \textstyle\sum_{j} \mathrm{Lin}_1(\mathbf{h}_j) \odot \mathbf{W}_{ji}\right)\right)\right)
+
+    and the caller adds the residual :math:`\mathbf{h}_i \leftarrow \mathbf{h}_i + \mathbf{v}_i`.
+    """
+
+    def __init__(self, hidden_size: int, num_filters: int, num_rbf: int, cutoff: float):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.filter_network = nn.Sequential(
+            nn.Linear(num_rbf, num_filters), MMSAShiftedSoftplus(), nn.Linear(num_filters, num_filters)
+        )
+        self.in_projection = nn.Linear(hidden_size, num_filters, bias=False)
+        self.out_projection = nn.Linear(num_filters, hidden_size)
+        self.activation = MMSAShiftedSoftplus()
+        self.output = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, h, edge_index, distance, rbf):
+        source, target = edge_index
+        envelope = 0.5 * (torch.cos(distance * math.pi / self.cutoff) + 1.0)
+        filters = self.filter_network(rbf) * envelope.unsqueeze(-1)
+        messages = self.in_projection(h)[source] * filters
+        aggregated = torch.zeros(h.size(0), messages.size(-1), dtype=messages.dtype, device=messages.device)
+        aggregated = aggregated.index_add(0, target, messages)
+        return self.output(self.activation(self.out_projection(aggregated)))
+
+
+class MMSAGeometryEncoder(nn.Module):
+    r"""E(3)-invariant SchNet-style 3D encoder.
+
+    .. math::
+        \mathbf{h}^{(0)}_i &= \mathbf{E}^{Z}[Z_i] \;(+\; \textstyle\sum_c \mathbf{E}^{atom}_c[x_{i,c}]
+            \text{ if } \texttt{geometry\_use\_atom\_features}) \\
+        \mathbf{h}^{(l)}_i &= \mathbf{h}^{(l-1)}_i + \mathrm{Interaction}^{(l)}(\mathbf{h}^{(l-1)},
+            \{d_{ji} = \|\mathbf{r}_j - \mathbf{r}_i\| : d_{ji} < r_c\}) \\
+        \mathbf{a}_i &= \mathrm{Lin}(\mathrm{ssp}(\mathrm{Lin}(\mathbf{h}^{(L)}_i))), \qquad
+        \mathbf{g} = \mathrm{pool}_{i \in \text{mol}}(\mathbf{a}_i)
+
+    Only distances between atoms of the same molecule enter, so the output is invariant to rotations,
+    reflections and translations of ``pos`` and (with a permutation-invariant pooling) to atom order
+    (``testing_utils.assert_invariant`` checks this).
+
+    Shapes:
+        - input: ``atomic_numbers`` long ``[N]``, ``pos`` float ``[N, 3]``, ``batch`` long ``[N]``,
+          optional ``atom_features`` long ``[N, 9]``, ``ptr`` long ``[B + 1]``
+        - output: ``atom_embeddings`` ``[N, H]``, ``molecule_embedding`` ``[B, H]`` with
+          ``H = geometry_hidden_size``
+    """
+
+    #: atomic numbers 0..118 (0 = placeholder / unknown); anything larger maps to 119.
+    num_atom_types = 120
+
+    def __init__(self, config):
+        super().__init__()
+        hidden = config.geometry_hidden_size
+        self.output_size = hidden
+        self.cutoff = float(config.geometry_cutoff)
+        self.pooling = config.geometry_pooling
+        self.atom_type_embedding = nn.Embedding(self.num_atom_types, hidden)
+        self.atom_feature_encoder = (
+            MMSACategoricalEncoder(config.atom_feature_vocab_sizes, hidden) if config.geometry_use_atom_features else None
+        )
+        self.rbf = MMSAGaussianRBF(self.cutoff, config.geometry_num_rbf)
+        self.interactions = nn.ModuleList(
+            MMSAInteractionBlock(hidden, config.geometry_num_filters, config.geometry_num_rbf, self.cutoff)
+            for _ in range(config.geometry_num_layers)
+        )
+        self.output_network = nn.Sequential(nn.Linear(hidden, hidden), MMSAShiftedSoftplus(), nn.Linear(hidden, hidden))
+
+    def forward(
+        self,
+        atomic_numbers: torch.Tensor,
+        pos: torch.Tensor,
+        batch: torch.Tensor,
+        ptr: torch.Tensor | None = None,
+        atom_features: torch.Tensor | None = None,
+        num_graphs: int | None = None,
+        **unused,
+    ) -> MMSAEncoderOutput:
+        num_graphs = infer_num_graphs(batch, ptr, num_graphs)
+        h = self.atom_type_embedding(atomic_numbers.clamp(min=0, max=self.num_atom_types - 1))
+        if self.atom_feature_encoder is not None:
+            if atom_features is None:
+                raise ValueError("geometry_use_atom_features=True needs `atom_features`")
+            h = h + self.atom_feature_encoder(atom_features)
+        pos = pos.to(h.dtype)
+        edge_index, distance = radius_graph_per_molecule(pos, batch, self.cutoff, ptr=ptr, num_graphs=num_graphs)
+        rbf = self.rbf(distance)
+        for interaction in self.interactions:
+            h = h + interaction(h, edge_index, distance, rbf)
+        atoms = self.output_network(h)
+        molecule = pool_atoms(atoms, batch, num_graphs, self.pooling)
+        return MMSAEncoderOutput(molecule_embedding=molecule, atom_embeddings=atoms)

@@ -1,0 +1,620 @@
+"""MMSA models: the multi-modal backbone, the pretraining model and the property-prediction model.
+
+The forward of every model takes exactly the keys of the processor's batch (``docs/batch-format.md``):
+``model(**processor(smiles))``. ``smiles``, ``input_indices`` and ``conformer_status`` are accepted and ignored
+(``conformer_status`` is read only when ``config.geometry_missing_statuses`` is non-empty).
+
+Placeholder rows (``valid_mask`` False) are removed *before* any encoder runs, so they cannot leak into batch
+statistics (BatchNorm), the hypergraph, the losses or the memory update; their output rows are zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import GINEConv, HypergraphConv
+from torch_geometric.nn.dense.linear import Linear as PyGLinear
+from transformers import PreTrainedModel
+from transformers import initialization as init
+
+from .configuration_mmsa import CONFORMER_STATUSES, MODALITIES, MMSAConfig
+from .encoder_geometry import MMSAGaussianRBF, MMSAGeometryEncoder
+from .encoder_graph import MMSAGraphEncoder
+from .encoder_image import MMSAImageEncoder
+from .fusion import MMSAFusion
+from .heads import MMSAProjectionHead, MMSAPropertyHead, MMSAReconstructionHead
+from .hypergraph import MMSAHypergraph
+from .losses import (
+    cross_modal_reconstruction_loss,
+    hypergraph_consistency_loss,
+    inter_modal_contrastive_loss,
+    masked_bce_with_logits,
+    masked_normalized_mse,
+    memory_alignment_loss,
+    multiclass_cross_entropy,
+)
+from .memory import MMSAMemoryBank
+from .outputs import MMSAModelOutput, MMSAPretrainingOutput, MMSAPropertyPredictionOutput
+
+
+#: ``auto_map`` written into every saved config, whichever MMSA class saves it (Hub remote code).
+AUTO_MAP = {
+    "AutoConfig": "configuration_mmsa.MMSAConfig",
+    "AutoModel": "modeling_mmsa.MMSAModel",
+    "AutoModelForPreTraining": "modeling_mmsa.MMSAForPretraining",
+    "AutoModelForSequenceClassification": "modeling_mmsa.MMSAForMolecularPropertyPrediction",
+}
+
+
+class MMSAPreTrainedModel(PreTrainedModel):
+    """Base class: config class, weight initialisation (through ``transformers.initialization`` only, so that
+    ``from_pretrained`` never overwrites loaded tensors) and a ``save_pretrained`` that writes the full
+    ``auto_map``."""
+
+    config_class = MMSAConfig
+    base_model_prefix = "mmsa"
+    main_input_name = "atom_features"
+    supports_gradient_checkpointing = False
+    _no_split_modules = []
+
+    def __init__(self, config: MMSAConfig, *inputs, **kwargs):
+        # `from_pretrained(path, field=value)` sets config attributes after the config's own validation.
+        config._validate_mmsa()
+        super().__init__(config, *inputs, **kwargs)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, PyGLinear)):
+            # PyTorch's default Linear init (what GIN / SchNet reference code uses).
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in = module.weight.shape[1]
+                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.Embedding):
+            init.xavier_uniform_(module.weight)  # as OGB's AtomEncoder / BondEncoder
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if module.weight is not None:
+                init.ones_(module.weight)
+                init.zeros_(module.bias)
+            if module.running_mean is not None:
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, GINEConv):
+            init.constant_(module.eps, module.initial_eps)
+        elif isinstance(module, HypergraphConv):
+            if module.bias is not None:
+                init.zeros_(module.bias)
+            if getattr(module, "att", None) is not None:
+                init.xavier_uniform_(module.att)
+        elif isinstance(module, MMSAGaussianRBF):
+            init.copy_(module.offset, module.reference_offset())
+        elif isinstance(module, MMSAFusion):
+            init.normal_(module.fuse_token, mean=0.0, std=std)
+            init.normal_(module.modality_embeddings.weight, mean=0.0, std=std)
+        elif isinstance(module, MMSAMemoryBank):
+            init.copy_(module.anchors, F.normalize(torch.randn(module.anchors.shape), dim=-1))
+
+    def enabled_views(self) -> list[str]:
+        """The views whose encoder exists, in the fixed order ("graph", "image", "geometry")."""
+        return list(self.config.enabled_modalities)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if self._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update(AUTO_MAP)
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def _num_molecules(batch, ptr, valid_mask, pixel_values) -> int:
+    if ptr is not None:
+        return int(ptr.numel()) - 1
+    if valid_mask is not None:
+        return int(valid_mask.numel())
+    if pixel_values is not None:
+        return int(pixel_values.size(0))
+    return int(batch.max()) + 1 if batch.numel() else 0
+
+
+def _scatter_rows(values: torch.Tensor | None, index: torch.Tensor, total: int, all_rows: bool):
+    """Place ``values`` (rows for ``index``) into a zero tensor with ``total`` rows."""
+    if values is None or all_rows:
+        return values
+    out = values.new_zeros((total, *values.shape[1:]))
+    return out.index_copy(0, index, values)
+
+
+class MMSAModel(MMSAPreTrainedModel):
+    r"""The MMSA backbone: three view encoders, projection to a common width, attention fusion, the memory bank
+    and the structure-awareness hypergraph.
+
+    .. math::
+        \mathbf{z}_v = \mathrm{Proj}_v(\mathrm{Enc}_v(x_v)), \quad
+        \mathbf{u} = \mathrm{Fuse}(\{\mathbf{z}_v\}_{v \text{ present}}), \quad
+        \mathbf{p} = \mathrm{softmax}(\hat{\mathbf{u}}\hat{\mathbf{M}}^\top/\tau_m), \quad
+        \tilde{\mathbf{u}} = \mathrm{HGNN}(\mathbf{u};\ \text{batch kNN + anchors})
+
+    In training mode the hypergraph links each molecule to its nearest batch neighbours (per view) and to its
+    nearest anchors; in eval mode only to its anchors, so embeddings do not depend on the rest of the batch.
+    """
+
+    # A backbone loaded from a task checkpoint drops the task heads silently.
+    _keys_to_ignore_on_load_unexpected = [r"reconstruction_heads\.", r"classifier\."]
+
+    def __init__(self, config: MMSAConfig):
+        super().__init__(config)
+        self.graph_encoder = MMSAGraphEncoder(config)
+        self.image_encoder = MMSAImageEncoder(config) if config.use_image else None
+        self.geometry_encoder = MMSAGeometryEncoder(config) if config.use_geometry else None
+        sizes = {"graph": self.graph_encoder.output_size}
+        if self.image_encoder is not None:
+            sizes["image"] = self.image_encoder.output_size
+        if self.geometry_encoder is not None:
+            sizes["geometry"] = self.geometry_encoder.output_size
+        self.projections = nn.ModuleDict({m: MMSAProjectionHead(s, config.hidden_size) for m, s in sizes.items()})
+        self.fusion = MMSAFusion(config)
+        self.memory = MMSAMemoryBank(config) if config.use_memory else None
+        self.hypergraph = MMSAHypergraph(config) if config.use_hypergraph else None
+        self.post_init()
+
+    # ------------------------------------------------------------------ helpers
+    def _present_modalities(self, n, device, pixel_values, pos, atomic_numbers, conformer_status, modality_mask, modalities):
+        allowed = set(MODALITIES if modalities is None else modalities)
+        unknown = allowed - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; known: {list(MODALITIES)}")
+        graph_on = "graph" in allowed
+        image_on = self.image_encoder is not None and "image" in allowed and pixel_values is not None
+        geometry_on = (
+            self.geometry_encoder is not None and "geometry" in allowed and pos is not None and atomic_numbers is not None
+        )
+        present = torch.tensor([graph_on, image_on, geometry_on], device=device).expand(n, 3).clone()
+        if geometry_on and self.config.geometry_missing_statuses and conformer_status is not None:
+            missing_ids = [CONFORMER_STATUSES.index(s) for s in self.config.geometry_missing_statuses]
+            missing = torch.isin(conformer_status.to(device), torch.tensor(missing_ids, device=device))
+            present[:, 2] &= ~missing
+        if modality_mask is not None:
+            present &= modality_mask.to(device=device, dtype=torch.bool)
+        if self.training and self.config.modality_dropout > 0 and n > 0:
+            keep = torch.rand(n, 3, device=device) >= self.config.modality_dropout
+            dropped = present & keep
+            empty = ~dropped.any(dim=1) & present.any(dim=1)
+            if bool(empty.any()):
+                choice = (torch.rand(n, 3, device=device) * present).argmax(dim=1)
+                dropped[empty, choice[empty]] = True
+            present = dropped
+        return present
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        atom_features: torch.LongTensor,
+        bond_features: torch.LongTensor,
+        edge_index: torch.LongTensor,
+        batch: torch.LongTensor,
+        ptr: torch.LongTensor | None = None,
+        atomic_numbers: torch.LongTensor | None = None,
+        pos: torch.FloatTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        valid_mask: torch.BoolTensor | None = None,
+        conformer_status: torch.LongTensor | None = None,
+        input_indices: torch.LongTensor | None = None,
+        smiles: list[str] | None = None,
+        modality_mask: torch.BoolTensor | None = None,
+        modalities: list[str] | tuple[str, ...] | None = None,
+        hypergraph_mode: str | None = None,
+        encoders_only: bool = False,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> MMSAModelOutput | tuple:
+        r"""
+        Args:
+            atom_features, bond_features, edge_index, batch, ptr, atomic_numbers, pos, pixel_values, valid_mask:
+                the batch contract (``docs/batch-format.md``). ``atomic_numbers``/``pos`` may be None (no 3D view),
+                ``pixel_values`` may be None (no image view).
+            conformer_status, input_indices, smiles: accepted and ignored (see ``geometry_missing_statuses``).
+            modality_mask (`torch.BoolTensor` of shape `(B, 3)`, *optional*): extra per-molecule view mask
+                (graph, image, geometry), AND-ed with what is enabled and provided.
+            modalities (`list[str]`, *optional*): run only these views (e.g. ``config.downstream_modalities``).
+            hypergraph_mode (`str`, *optional*): ``"batch"`` or ``"anchors"``; default ``"batch"`` in training and
+                ``"anchors"`` in eval.
+            encoders_only (`bool`): skip projection, fusion, memory and hypergraph (only the encoder outputs are
+                filled).
+            output_attentions (`bool`, *optional*): return the fusion attention weights.
+        """
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        device = atom_features.device
+        dtype = self.dtype
+        num_molecules = _num_molecules(batch, ptr, valid_mask, pixel_values)
+        num_atoms = atom_features.size(0)
+        if valid_mask is None:
+            valid_mask = torch.ones(num_molecules, dtype=torch.bool, device=device)
+        valid_mask = valid_mask.to(device=device, dtype=torch.bool)
+        all_valid = bool(valid_mask.all())
+
+        # ---- keep only valid molecules (placeholders never enter any computation)
+        if all_valid:
+            mol_index = torch.arange(num_molecules, device=device)
+            atom_index = torch.arange(num_atoms, device=device)
+            v_atom_features, v_bond_features, v_edge_index, v_batch = atom_features, bond_features, edge_index, batch
+            v_atomic_numbers, v_pos, v_pixels = atomic_numbers, pos, pixel_values
+            v_status = conformer_status
+            v_modality_mask = modality_mask
+        else:
+            atom_valid = valid_mask[batch]
+            mol_index = valid_mask.nonzero(as_tuple=True)[0]
+            atom_index = atom_valid.nonzero(as_tuple=True)[0]
+            new_atom_id = torch.cumsum(atom_valid.long(), 0) - 1
+            new_mol_id = torch.cumsum(valid_mask.long(), 0) - 1
+            edge_keep = atom_valid[edge_index[0]] & atom_valid[edge_index[1]]
+            v_atom_features = atom_features[atom_valid]
+            v_bond_features = bond_features[edge_keep]
+            v_edge_index = new_atom_id[edge_index[:, edge_keep]]
+            v_batch = new_mol_id[batch[atom_valid]]
+            v_atomic_numbers = atomic_numbers[atom_valid] if atomic_numbers is not None else None
+            v_pos = pos[atom_valid] if pos is not None else None
+            v_pixels = pixel_values[valid_mask] if pixel_values is not None else None
+            v_status = conformer_status[valid_mask] if conformer_status is not None else None
+            v_modality_mask = modality_mask[valid_mask] if modality_mask is not None else None
+        n = int(mol_index.numel())
+        counts = torch.bincount(v_batch, minlength=n) if v_batch.numel() else v_batch.new_zeros(n)
+        v_ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+        present = self._present_modalities(
+            n, device, v_pixels, v_pos, v_atomic_numbers, v_status, v_modality_mask, modalities
+        )
+
+        # ---- encoders
+        pooled = {}
+        graph_out = self.graph_encoder(v_atom_features, v_bond_features, v_edge_index, v_batch, ptr=v_ptr, num_graphs=n)
+        pooled["graph"] = graph_out.molecule_embedding
+        geometry_atoms = None
+        if self.geometry_encoder is not None and bool(present[:, 2].any()):
+            geo_out = self.geometry_encoder(
+                v_atomic_numbers, v_pos.to(dtype), v_batch, ptr=v_ptr, atom_features=v_atom_features, num_graphs=n
+            )
+            pooled["geometry"] = geo_out.molecule_embedding
+            geometry_atoms = geo_out.atom_embeddings
+        if self.image_encoder is not None and bool(present[:, 1].any()):
+            rows = present[:, 1]
+            image_pooled = self.image_encoder(v_pixels[rows].to(dtype)).molecule_embedding
+            pooled["image"] = image_pooled if bool(rows.all()) else _scatter_rows(
+                image_pooled, rows.nonzero(as_tuple=True)[0], n, False
+            )
+
+        def full(x):
+            return _scatter_rows(x, mol_index, num_molecules, all_valid)
+
+        def full_atoms(x):
+            return _scatter_rows(x, atom_index, num_atoms, all_valid)
+
+        result = {
+            "graph_pooled_output": full(pooled["graph"]),
+            "image_pooled_output": full(pooled.get("image")),
+            "geometry_pooled_output": full(pooled.get("geometry")),
+            "atom_embeddings": full_atoms(graph_out.atom_embeddings),
+            "geometry_atom_embeddings": full_atoms(geometry_atoms),
+            "modality_mask": _scatter_rows(present, mol_index, num_molecules, all_valid),
+            "valid_mask": valid_mask,
+        }
+        if encoders_only:
+            output = MMSAModelOutput(**result)
+            return output if return_dict else output.to_tuple()
+
+        # ---- projection to the common width and fusion
+        hidden = self.config.hidden_size
+        tokens = []
+        for v, modality in enumerate(MODALITIES):
+            if modality in pooled:
+                z = self.projections[modality](pooled[modality])
+                z = torch.where(present[:, v : v + 1], z, torch.zeros_like(z))
+            else:
+                z = None
+            tokens.append(z)
+            result[f"{modality}_embedding"] = full(z)
+        reference = tokens[0]
+        view_tokens = torch.stack([t if t is not None else reference.new_zeros(n, hidden) for t in tokens], dim=1)
+        fused, attentions = self.fusion(view_tokens, present, output_attentions=output_attentions)
+
+        # ---- memory assignment and structure-aware hypergraph
+        anchors = similarities = None
+        if self.memory is not None:
+            anchors = self.memory.normalized_anchors().to(fused.dtype)
+            similarities = F.normalize(fused, dim=-1) @ anchors.t()
+            result["anchor_assignments"] = full(torch.softmax(similarities / self.memory.temperature, dim=-1))
+        unified = fused
+        if self.hypergraph is not None:
+            mode = hypergraph_mode or ("batch" if self.training else "anchors")
+            unified = self.hypergraph(
+                fused, view_tokens, present, anchors=anchors, anchor_similarities=similarities, mode=mode
+            )
+        result["fused_embedding"] = full(fused)
+        result["unified_embedding"] = full(unified)
+        if attentions is not None:
+            attentions = tuple(full(a) for a in attentions)
+        result["attentions"] = attentions
+        output = MMSAModelOutput(**result)
+        return output if return_dict else output.to_tuple()
+
+
+def _stack_views(output: MMSAModelOutput, rows: torch.Tensor, hidden: int) -> torch.Tensor:
+    reference = output.fused_embedding[rows]
+    views = []
+    for modality in MODALITIES:
+        z = getattr(output, f"{modality}_embedding")
+        views.append(z[rows] if z is not None else reference.new_zeros(reference.size(0), hidden))
+    return torch.stack(views, dim=1)
+
+
+class MMSAForPretraining(MMSAPreTrainedModel):
+    r"""Self-supervised MMSA pretraining.
+
+    .. math::
+        \mathcal{L} = w_c\,\mathcal{L}_{contrastive} + w_r\,\mathcal{L}_{reconstruction}
+            + w_h\,\mathcal{L}_{hypergraph} + w_m\,\mathcal{L}_{memory}
+
+    (see ``losses.py``). Under the ``"ema"`` memory rule the anchors are updated in place at the end of every
+    training-mode forward (``update_memory`` overrides this), from the fused embeddings of the valid molecules
+    gathered across processes.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"classifier\."]
+
+    def __init__(self, config: MMSAConfig):
+        super().__init__(config)
+        self.mmsa = MMSAModel(config)
+        self.reconstruction_heads = nn.ModuleDict(
+            {m: MMSAReconstructionHead(config.hidden_size) for m in config.enabled_modalities}
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        atom_features: torch.LongTensor,
+        bond_features: torch.LongTensor,
+        edge_index: torch.LongTensor,
+        batch: torch.LongTensor,
+        ptr: torch.LongTensor | None = None,
+        atomic_numbers: torch.LongTensor | None = None,
+        pos: torch.FloatTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        valid_mask: torch.BoolTensor | None = None,
+        conformer_status: torch.LongTensor | None = None,
+        input_indices: torch.LongTensor | None = None,
+        smiles: list[str] | None = None,
+        modality_mask: torch.BoolTensor | None = None,
+        update_memory: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> MMSAPretrainingOutput | tuple:
+        r"""
+        Args:
+            (batch contract keys): see [`MMSAModel.forward`].
+            update_memory (`bool`, *optional*): apply the EMA anchor update (``"ema"`` rule only). Defaults to
+                ``self.training``.
+        """
+        config = self.config
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        output = self.mmsa(
+            atom_features=atom_features,
+            bond_features=bond_features,
+            edge_index=edge_index,
+            batch=batch,
+            ptr=ptr,
+            atomic_numbers=atomic_numbers,
+            pos=pos,
+            pixel_values=pixel_values,
+            valid_mask=valid_mask,
+            conformer_status=conformer_status,
+            modality_mask=modality_mask,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        rows = output.valid_mask
+        views = _stack_views(output, rows, config.hidden_size)
+        present = output.modality_mask[rows]
+        fused = output.fused_embedding[rows]
+        unified = output.unified_embedding[rows]
+
+        contrastive = inter_modal_contrastive_loss(views, present, config.contrastive_temperature)
+        heads = [self.reconstruction_heads[m] if m in self.reconstruction_heads else None for m in MODALITIES]
+        reconstruction = cross_modal_reconstruction_loss(views, present, heads, config.reconstruction_loss_type)
+        zero = torch.zeros((), device=fused.device)
+        hypergraph = zero
+        if self.mmsa.hypergraph is not None:
+            hypergraph = hypergraph_consistency_loss(
+                unified, fused, views, present, config.contrastive_temperature, config.hypergraph_consistency_target
+            )
+        memory_loss = zero
+        anchors_in_use = torch.zeros((), dtype=torch.long, device=fused.device)
+        memory = self.mmsa.memory
+        if memory is not None:
+            memory_loss = memory_alignment_loss(
+                memory, views, present, fused, config.memory_target_temperature, config.memory_sinkhorn_iterations
+            )
+            if fused.size(0) > 0:
+                anchors_in_use = output.anchor_assignments[rows].argmax(dim=-1).unique().numel()
+                anchors_in_use = torch.tensor(anchors_in_use, device=fused.device)
+        loss = (
+            config.contrastive_weight * contrastive
+            + config.reconstruction_weight * reconstruction
+            + config.hypergraph_weight * hypergraph
+            + config.memory_weight * memory_loss
+        )
+        if not loss.requires_grad and torch.is_grad_enabled() and fused.requires_grad:
+            loss = loss + 0.0 * fused.sum()  # keeps backward() valid on a batch with nothing to compare
+
+        do_update = self.training if update_memory is None else update_memory
+        if memory is not None and memory.update_rule == "ema" and do_update:
+            memory.ema_update(fused.detach())
+
+        result = MMSAPretrainingOutput(
+            loss=loss,
+            contrastive_loss=contrastive.detach(),
+            reconstruction_loss=reconstruction.detach(),
+            hypergraph_loss=hypergraph.detach(),
+            memory_loss=memory_loss.detach(),
+            anchors_in_use=anchors_in_use,
+            unified_embedding=output.unified_embedding,
+            anchor_assignments=output.anchor_assignments,
+            modality_mask=output.modality_mask,
+            valid_mask=output.valid_mask,
+            attentions=output.attentions,
+        )
+        return result if return_dict else result.to_tuple()
+
+
+class MMSAForMolecularPropertyPrediction(MMSAPreTrainedModel):
+    r"""MMSA backbone + property head (classification or regression), for MoleculeNet-style fine-tuning.
+
+    The head reads ``config.resolved_downstream_embedding`` computed from ``config.downstream_modalities``
+    (``["graph"]`` alone: the pooled GIN output, the GraphMVP protocol). The hypergraph, if any, runs in
+    ``"anchors"`` mode in training *and* eval, so predictions never depend on batch composition.
+
+    Losses (``config.problem_type``):
+
+    - ``"multi_label_classification"`` (aliases ``"binary"``, ``"multi_label"``): BCE-with-logits averaged over
+      the labels that are not NaN; labels ``[B, num_labels]`` (or ``[B]`` when ``num_labels == 1``).
+    - ``"regression"``: MSE between the logits and ``(labels - label_mean) / label_std`` over non-NaN labels;
+      ``predictions`` are de-normalised (``logits * std + mean``, see :meth:`denormalize`).
+    - ``"single_label_classification"`` (alias ``"multi_class"``): cross-entropy, integer labels ``[B]``,
+      ``-100`` ignored.
+
+    Loading a pretraining checkpoint with ``from_pretrained`` loads the backbone (``mmsa.*``) and initialises
+    the head (``classifier.*``); the pretraining-only reconstruction heads are dropped.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"reconstruction_heads\."]
+
+    def __init__(self, config: MMSAConfig):
+        super().__init__(config)
+        self.mmsa = MMSAModel(config)
+        embedding = config.resolved_downstream_embedding
+        in_features = config.graph_hidden_size if embedding == "graph" else config.hidden_size
+        self.classifier = MMSAPropertyHead(
+            in_features, config.num_labels, config.classifier_dropout, config.classifier_hidden_size
+        )
+        self.post_init()
+
+    def _label_statistics(self, reference: torch.Tensor):
+        n = self.config.num_labels
+        mean = self.config.label_mean if self.config.label_mean is not None else [0.0] * n
+        std = self.config.label_std if self.config.label_std is not None else [1.0] * n
+        kwargs = {"device": reference.device, "dtype": torch.float32}
+        return torch.tensor(mean, **kwargs), torch.tensor(std, **kwargs)
+
+    def denormalize(self, logits: torch.Tensor) -> torch.Tensor:
+        """Regression: map head outputs to label units, ``logits * label_std + label_mean``."""
+        mean, std = self._label_statistics(logits)
+        return logits.float() * std + mean
+
+    def predict_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities (classification) or de-normalised values (regression)."""
+        problem = self.config.resolved_problem_type
+        if problem == "regression":
+            return self.denormalize(logits)
+        if problem == "single_label_classification":
+            return torch.softmax(logits.float(), dim=-1)
+        return torch.sigmoid(logits.float())
+
+    def forward(
+        self,
+        atom_features: torch.LongTensor,
+        bond_features: torch.LongTensor,
+        edge_index: torch.LongTensor,
+        batch: torch.LongTensor,
+        ptr: torch.LongTensor | None = None,
+        atomic_numbers: torch.LongTensor | None = None,
+        pos: torch.FloatTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        valid_mask: torch.BoolTensor | None = None,
+        conformer_status: torch.LongTensor | None = None,
+        input_indices: torch.LongTensor | None = None,
+        smiles: list[str] | None = None,
+        labels: torch.Tensor | None = None,
+        modality_mask: torch.BoolTensor | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> MMSAPropertyPredictionOutput | tuple:
+        r"""
+        Args:
+            (batch contract keys): see [`MMSAModel.forward`].
+            labels (`torch.Tensor`, *optional*): float ``[B, num_labels]`` with NaN for missing labels
+                (classification / regression), or long ``[B]`` class indices (multi-class).
+        """
+        config = self.config
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        embedding_kind = config.resolved_downstream_embedding
+        output = self.mmsa(
+            atom_features=atom_features,
+            bond_features=bond_features,
+            edge_index=edge_index,
+            batch=batch,
+            ptr=ptr,
+            atomic_numbers=atomic_numbers,
+            pos=pos,
+            pixel_values=pixel_values,
+            valid_mask=valid_mask,
+            conformer_status=conformer_status,
+            modality_mask=modality_mask,
+            modalities=config.downstream_modalities,
+            hypergraph_mode="anchors",
+            encoders_only=embedding_kind == "graph",
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        embeddings = {
+            "graph": output.graph_pooled_output,
+            "fused": output.fused_embedding,
+            "unified": output.unified_embedding,
+        }[embedding_kind]
+        rows = output.valid_mask
+        logits = self.classifier(embeddings)
+        logits = torch.where(rows.unsqueeze(-1), logits, torch.zeros_like(logits))
+        predictions = self.predict_from_logits(logits)
+        predictions = torch.where(rows.unsqueeze(-1), predictions, torch.full_like(predictions, float("nan")))
+
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device)
+            problem = config.resolved_problem_type
+            valid_logits, valid_labels = logits[rows], labels[rows]
+            if problem == "single_label_classification":
+                loss = multiclass_cross_entropy(valid_logits, valid_labels)
+            elif problem == "regression":
+                mean, std = self._label_statistics(logits)
+                loss = masked_normalized_mse(valid_logits, valid_labels, mean, std)
+            else:
+                loss = masked_bce_with_logits(valid_logits, valid_labels)
+
+        result = MMSAPropertyPredictionOutput(
+            loss=loss,
+            logits=logits,
+            predictions=predictions,
+            embeddings=embeddings,
+            valid_mask=rows,
+            attentions=output.attentions,
+        )
+        return result if return_dict else result.to_tuple()
+
+
+MMSAModel.register_for_auto_class("AutoModel")
+MMSAForPretraining.register_for_auto_class("AutoModelForPreTraining")
+MMSAForMolecularPropertyPrediction.register_for_auto_class("AutoModelForSequenceClassification")
+
+__all__ = [
+    "MMSAPreTrainedModel",
+    "MMSAModel",
+    "MMSAForPretraining",
+    "MMSAForMolecularPropertyPrediction",
+]

@@ -1,0 +1,265 @@
+# Copyright 2025 The mmsa_hf Authors. Licensed under the MIT licence.
+"""Processor for MMSA: molecules -> the batch of `docs/batch-format.md` (graph, 3D conformer and image views)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from rdkit import Chem, rdBase
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+from transformers.utils import logging
+
+from .feature_extraction_mmsa import MMSAFeatureExtractor, MoleculeError, describe_molecule
+from .image_processing_mmsa import MMSAImageProcessor
+
+
+logger = logging.get_logger(__name__)
+
+ON_ERROR_POLICIES = ("raise", "skip", "mask")
+PROGRESS_BAR_MIN_MOLECULES = 256  # a progress bar is shown for longer inputs (when `show_progress`)
+
+_WORKER_PROCESSOR: MMSAProcessor | None = None
+
+
+def _init_worker(processor: MMSAProcessor) -> None:
+    global _WORKER_PROCESSOR
+    _WORKER_PROCESSOR = processor
+
+
+def _worker_featurize(chunk: list[tuple[int, Any]]) -> list[tuple[int, dict[str, Any] | None, str | None]]:
+    return _WORKER_PROCESSOR._featurize_chunk(chunk)
+
+
+class MMSAProcessor(ProcessorMixin):
+    r"""
+    Builds the MMSA multi-modal batch from SMILES strings or RDKit Mols: the 2D graph and 3D conformer views from
+    [`MMSAFeatureExtractor`] and the depiction from [`MMSAImageProcessor`], for the same atoms in the same order.
+
+    `processor(inputs)` is exactly `processor.collate(processor.featurize(inputs))`: `featurize` returns one
+    Arrow-storable record per molecule (what a `datasets` cache stores) and `collate` builds the tensors.
+
+    Args:
+        feature_extractor (`MMSAFeatureExtractor`, *optional*): graph and conformer featurizer (default settings
+            when omitted).
+        image_processor (`MMSAImageProcessor`, *optional*): depiction settings (default settings when omitted).
+        on_error (`str`, *optional*, defaults to `"raise"`):
+            What to do with an invalid molecule: `"raise"` a `ValueError` naming its index and SMILES, `"skip"` it
+            (`input_indices` tells which inputs were kept) or `"mask"` it (a placeholder row, `valid_mask=False`).
+        num_proc (`int`, *optional*, defaults to 1):
+            Worker processes for featurization (fork where available). Results do not depend on it.
+        show_progress (`bool`, *optional*, defaults to `True`):
+            Show a tqdm progress bar for inputs longer than 256 molecules.
+    """
+
+    def __init__(
+        self,
+        feature_extractor: MMSAFeatureExtractor | None = None,
+        image_processor: MMSAImageProcessor | None = None,
+        on_error: str = "raise",
+        num_proc: int | None = 1,
+        show_progress: bool = True,
+    ):
+        if feature_extractor is None:
+            feature_extractor = MMSAFeatureExtractor()
+        if image_processor is None:
+            image_processor = MMSAImageProcessor()
+        super().__init__(feature_extractor=feature_extractor, image_processor=image_processor)
+        self.on_error = self._check_on_error(on_error)
+        self.num_proc = max(1, int(num_proc or 1))
+        self.show_progress = bool(show_progress)
+
+    # `ProcessorMixin` would look the sub-processors up through the Auto classes, which needs a registered config;
+    # build them directly from the nested `processor_config.json` instead (falling back to the default lookup).
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        processor_dict = processor_dict or {}
+        feature_extractor_dict = processor_dict.get("feature_extractor")
+        image_processor_dict = processor_dict.get("image_processor")
+        if isinstance(feature_extractor_dict, dict) and isinstance(image_processor_dict, dict):
+            return [
+                MMSAFeatureExtractor.from_dict(dict(feature_extractor_dict)),
+                MMSAImageProcessor.from_dict(dict(image_processor_dict)),
+            ]
+        return super()._get_arguments_from_pretrained(pretrained_model_name_or_path, processor_dict, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return [
+            *self.feature_extractor.model_input_names,
+            *self.image_processor.model_input_names,
+            "valid_mask",
+            "input_indices",
+        ]
+
+    @staticmethod
+    def _check_on_error(on_error: str) -> str:
+        if on_error not in ON_ERROR_POLICIES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_POLICIES}, got {on_error!r}")
+        return on_error
+
+    # ------------------------------------------------------------------ one molecule
+    def featurize_one(self, molecule: Any, input_index: int = 0) -> dict[str, Any]:
+        """The record of one molecule; raises `MoleculeError` (a `ValueError`) for an invalid one."""
+        with rdBase.BlockLogs():
+            mol = self.feature_extractor.prepare_molecule(molecule)
+            record = self.feature_extractor.featurize_molecule(mol)
+            return {
+                "atom_features": record["atom_features"],
+                "bond_features": record["bond_features"],
+                "edge_index": record["edge_index"],
+                "atomic_numbers": record["atomic_numbers"],
+                "pos": record["pos"],
+                "conformer_status": int(record["conformer_status"]),
+                "image_png": self.image_processor.depict(mol),
+                "smiles": Chem.MolToSmiles(mol),
+                "valid": True,
+                "input_index": int(input_index),
+            }
+
+    def placeholder_record(self, input_index: int) -> dict[str, Any]:
+        """The `mask`-policy placeholder record (see `docs/batch-format.md`)."""
+        record = self.feature_extractor.placeholder_record()
+        return {
+            **record,
+            "image_png": self.image_processor.placeholder_png(),
+            "smiles": "",
+            "valid": False,
+            "input_index": int(input_index),
+        }
+
+    def atom_pixel_coords(self, molecule: Any) -> np.ndarray:
+        """Pixel `(x, y)` `[n, 2]` of each graph atom in this processor's depiction of `molecule`."""
+        with rdBase.BlockLogs():
+            return self.image_processor.atom_pixel_coords(self.feature_extractor.prepare_molecule(molecule))
+
+    def _featurize_chunk(self, chunk: list[tuple[int, Any]]) -> list[tuple[int, dict[str, Any] | None, str | None]]:
+        results = []
+        for index, molecule in chunk:
+            try:
+                results.append((index, self.featurize_one(molecule, index), None))
+            except MoleculeError as err:
+                results.append((index, None, str(err)))
+            except Exception as err:  # noqa: BLE001 - any RDKit failure on one molecule is that molecule's error
+                results.append((index, None, f"{type(err).__name__}: {err}"))
+        return results
+
+    def _iter_results(self, molecules: list[Any], num_proc: int) -> Iterator[tuple[int, dict | None, str | None]]:
+        indexed = list(enumerate(molecules))
+        if num_proc > 1 and multiprocessing.current_process().daemon:
+            # e.g. inside a `datasets.map(num_proc=...)` worker: daemonic processes cannot have children
+            logger.warning_once("MMSAProcessor: num_proc > 1 ignored inside a daemonic worker process.")
+            num_proc = 1
+        if num_proc <= 1 or len(indexed) < 2:
+            for item in indexed:
+                yield from self._featurize_chunk([item])
+            return
+        chunk_size = max(1, min(32, len(indexed) // (4 * num_proc)))
+        chunks = [indexed[i : i + chunk_size] for i in range(0, len(indexed), chunk_size)]
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with context.Pool(min(num_proc, len(chunks)), initializer=_init_worker, initargs=(self,)) as pool:
+            for results in pool.imap(_worker_featurize, chunks):  # ordered: results follow the input order
+                yield from results
+
+    # ------------------------------------------------------------------ public API
+    def featurize(
+        self,
+        inputs: Any,
+        on_error: str | None = None,
+        num_proc: int | None = None,
+        show_progress: bool | None = None,
+    ) -> list[dict[str, Any]]:
+        """
+        One record per kept molecule: plain numpy / Python values that Arrow can store (`docs/batch-format.md`).
+
+        Args:
+            inputs: a SMILES string, an RDKit `Mol`, or a sequence of them (mixed is fine).
+            on_error: overrides the processor's `on_error` for this call.
+            num_proc: overrides the processor's `num_proc` for this call.
+            show_progress: overrides the processor's `show_progress` for this call.
+
+        Under `skip`, an input with no valid molecule returns `[]` (so that a `datasets.map` batch may be empty);
+        `__call__` turns that into a `ValueError`.
+        """
+        on_error = self._check_on_error(self.on_error if on_error is None else on_error)
+        num_proc = max(1, int((self.num_proc if num_proc is None else num_proc) or 1))
+        show_progress = self.show_progress if show_progress is None else show_progress
+        molecules = self._as_list(inputs)
+
+        progress = None
+        if show_progress and len(molecules) > PROGRESS_BAR_MIN_MOLECULES:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(molecules), desc="Featurizing molecules", unit="mol")
+        records, errors = [], []
+        results = self._iter_results(molecules, num_proc)
+        try:
+            for index, record, error in results:
+                if progress is not None:
+                    progress.update(1)
+                if error is None:
+                    records.append(record)
+                    continue
+                if on_error == "raise":
+                    raise ValueError(
+                        f"Invalid molecule at index {index} {describe_molecule(molecules[index])}: {error}. "
+                        "Pass on_error='skip' or on_error='mask' to continue past invalid molecules."
+                    )
+                errors.append(f"index {index} {describe_molecule(molecules[index])}: {error}")
+                if on_error == "mask":
+                    records.append(self.placeholder_record(index))
+        finally:
+            results.close()  # stops the worker pool at once when raising
+            if progress is not None:
+                progress.close()
+        if errors:
+            action = "skipped" if on_error == "skip" else "masked"
+            shown = "; ".join(errors[:5]) + ("; ..." if len(errors) > 5 else "")
+            logger.warning(f"{action} {len(errors)} of {len(molecules)} invalid molecules: {shown}")
+        return records
+
+    def collate(self, records: Sequence[dict[str, Any]], return_tensors: str | None = "pt") -> BatchFeature:
+        """Records (from `featurize` or a `datasets` cache) -> the `BatchFeature` of `docs/batch-format.md`."""
+        if len(records) == 0:
+            raise ValueError("cannot collate an empty list of records")
+        data = self.feature_extractor.collate(records)
+        data["pixel_values"] = self.image_processor.collate([r["image_png"] for r in records])
+        data["valid_mask"] = np.asarray([bool(r["valid"]) for r in records], dtype=bool)
+        data["input_indices"] = np.asarray([int(r["input_index"]) for r in records], dtype=np.int64)
+        data["smiles"] = [str(r["smiles"]) for r in records]
+        return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=["smiles"])
+
+    def __call__(
+        self,
+        inputs: Any,
+        on_error: str | None = None,
+        num_proc: int | None = None,
+        return_tensors: str | None = "pt",
+        show_progress: bool | None = None,
+    ) -> BatchFeature:
+        """
+        Featurize `inputs` (a SMILES string, an RDKit `Mol`, or a sequence of them) into one batch.
+        Equivalent to `self.collate(self.featurize(inputs, on_error, num_proc), return_tensors)`.
+        """
+        records = self.featurize(inputs, on_error=on_error, num_proc=num_proc, show_progress=show_progress)
+        if not records:
+            raise ValueError(
+                f"no valid molecules among the {len(self._as_list(inputs))} inputs (on_error='skip'); "
+                "see the warning above for the reasons"
+            )
+        return self.collate(records, return_tensors=return_tensors)
+
+    @staticmethod
+    def _as_list(inputs: Any) -> list[Any]:
+        if inputs is None or isinstance(inputs, (str, Chem.Mol)):
+            return [inputs]
+        if isinstance(inputs, Iterable):
+            return list(inputs)
+        return [inputs]
+
+
+__all__ = ["MMSAProcessor"]
