@@ -181,7 +181,10 @@ def latest_checkpoint(project_dir: str | os.PathLike) -> Path | None:
     root = Path(project_dir) / "checkpoints"
     if not root.is_dir():
         return None
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("checkpoint_")]
+    # Only complete checkpoints: the step-counter file is written after ``save_state`` returns,
+    # so a folder a killed run left half-written is never picked.
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("checkpoint_")
+             and (p / "mmsa_training_state.json").is_file()]
     if not found:
         return None
     return max(found, key=lambda p: int(p.name.rsplit("_", 1)[-1]))

@@ -265,7 +265,8 @@ def run_finetuning(args: FinetuneArguments) -> dict[str, Any]:
                       "val_" + ("roc_auc" if task_type == "classification" else "rmse"): abs(val_value)}
             log.write(record)
             progress.set_postfix(val=f"{abs(val_value):.4f}")
-            if val_value > best["value"]:
+            improved = best_state is None or (not math.isnan(val_value) and (math.isnan(best["value"]) or val_value > best["value"]))
+            if improved:
                 test_scores, test_labels = _predict(model, test_loader, accelerator)
                 _, test_metrics = _metric(task_type, test_labels, test_scores)
                 best = {"value": val_value, "epoch": epoch, "validation": val_metrics, "test": test_metrics,
