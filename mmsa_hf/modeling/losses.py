@@ -117,7 +117,7 @@ def memory_alignment_loss(
         rows = view_mask[:, v]
         if not bool(rows.any()):
             continue
-        sims = memory.similarities(view_embeddings[:, v].float())  # [n, K]
+        sims = memory.similarities(view_embeddings[:, v].float()).float()  # [n, K]; fp32 under autocast
         log_p[v] = torch.log_softmax(sims / memory.temperature, dim=-1)
         targets = torch.zeros_like(sims)
         targets[rows] = sinkhorn(sims[rows], target_temperature, sinkhorn_iterations)

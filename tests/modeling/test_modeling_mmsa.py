@@ -409,3 +409,15 @@ def test_bfloat16_forward_and_backward(config, batch):
     model.eval()
     emb = model.mmsa(**batch).unified_embedding
     assert emb.dtype == torch.bfloat16 and torch.isfinite(emb.float()).all()
+
+
+def test_bf16_autocast_training_step(config, batch):
+    """Mixed precision as Accelerate runs it (fp32 weights, bf16 autocast): losses stay finite and
+    the backward reaches the weights. Regression test for a dtype clash in the memory loss."""
+    model = MMSAForPretraining(config).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**batch)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
