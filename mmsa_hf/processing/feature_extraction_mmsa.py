@@ -244,7 +244,7 @@ class MMSAFeatureExtractor(FeatureExtractionMixin):
             Maximum force-field minimisation iterations.
         use_provided_conformers (`bool`, *optional*, defaults to `True`):
             Use the conformer of an input `Mol` as is (status `provided`) instead of computing one.
-        max_atoms (`int`, *optional*, defaults to 128):
+        max_atoms (`int`, *optional*, defaults to 512):
             Molecules with more atoms (after fragment selection) are invalid; they are never truncated.
         fragments (`str`, *optional*, defaults to `"all"`):
             `"all"` keeps every fragment of a salt/mixture, `"largest"` keeps RDKit's `LargestFragmentChooser` pick.
@@ -274,7 +274,7 @@ class MMSAFeatureExtractor(FeatureExtractionMixin):
         conformer_force_field: str = "mmff",
         conformer_max_iters: int = 200,
         use_provided_conformers: bool = True,
-        max_atoms: int = 128,
+        max_atoms: int = 512,
         fragments: str = "all",
         **kwargs,
     ):

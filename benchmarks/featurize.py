@@ -1,0 +1,281 @@
+"""Featurization throughput of `MMSAProcessor` against the raw RDKit floor.
+
+For each view (graph, 3D conformer, image) and for the whole processor (`num_proc=1`), this times our code against
+the same RDKit calls alone (MolFromSmiles, the feature getters, AddHs + EmbedMolecule + MMFF + RemoveHs, the
+drawing), with no tensors and no wrapping, on the first `--n` BBBP molecules. Floor and ours run alternately,
+chunk by chunk, so that load from other processes affects both alike. Target: whole processor <= 1.3x floor time.
+
+    python benchmarks/featurize.py --n 1000
+
+writes `benchmarks/results/featurize.json` and `featurize.md` and prints them. `run_processor_benchmark(n)` is
+reusable (e.g. to compare with a run from a `datasets` cache); extra entries added to `results["runs"]` are
+rendered in the Markdown table too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rdkit import Chem, rdBase
+from rdkit.Chem import rdDepictor, rdDistGeom, rdForceFieldHelpers
+from rdkit.Chem.Draw import rdMolDraw2D
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BBBP = REPO_ROOT / "mmsa_hf" / "data" / "moleculenet" / "bbbp.csv.gz"
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+TARGET_RATIO = 1.3
+STATUS_COUNTS: dict[int, int] = {}  # conformer statuses seen by the whole-processor runs
+
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def load_bbbp(n: int) -> list[str]:
+    """The first `n` BBBP SMILES (package-shipped copy)."""
+    with gzip.open(BBBP, "rt", newline="") as handle:
+        return [row["smiles"] for _, row in zip(range(n), csv.DictReader(handle))]
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# --------------------------------------------------------------------------- the raw RDKit floor
+def floor_graph(mol: Chem.Mol) -> tuple[list, list]:
+    atoms = [
+        (
+            a.GetAtomicNum(),
+            a.GetChiralTag(),
+            a.GetTotalDegree(),
+            a.GetFormalCharge(),
+            a.GetTotalNumHs(),
+            a.GetNumRadicalElectrons(),
+            a.GetHybridization(),
+            a.GetIsAromatic(),
+            a.IsInRing(),
+        )
+        for a in mol.GetAtoms()
+    ]
+    bonds = [
+        (b.GetBeginAtomIdx(), b.GetEndAtomIdx(), b.GetBondType(), b.GetStereo(), b.GetIsConjugated())
+        for b in mol.GetBonds()
+    ]
+    return atoms, bonds
+
+
+def floor_conformer(mol: Chem.Mol) -> Any:
+    mol_h = Chem.AddHs(mol)
+    params = rdDistGeom.ETKDGv3()
+    params.randomSeed = 0
+    if rdDistGeom.EmbedMolecule(mol_h, params) < 0:
+        return None
+    rdForceFieldHelpers.MMFFOptimizeMolecule(mol_h)
+    return Chem.RemoveHs(mol_h).GetConformer().GetPositions()
+
+
+def floor_image(mol: Chem.Mol, size: int = 224) -> bytes:
+    mol = Chem.Mol(mol)
+    rdDepictor.Compute2DCoords(mol)
+    drawer = rdMolDraw2D.MolDraw2DCairo(size, size)
+    drawer.DrawMolecule(mol)
+    drawer.FinishDrawing()
+    return drawer.GetDrawingText()
+
+
+FLOORS: dict[str, Callable[[Sequence[str]], Any]] = {
+    "graph": lambda chunk: [floor_graph(Chem.MolFromSmiles(s)) for s in chunk],
+    "3d": lambda chunk: [floor_conformer(Chem.MolFromSmiles(s)) for s in chunk],
+    "image": lambda chunk: [floor_image(Chem.MolFromSmiles(s)) for s in chunk],
+    "processor": lambda chunk: [
+        (floor_graph(m), floor_conformer(m), floor_image(m)) for m in map(Chem.MolFromSmiles, chunk)
+    ],
+}
+
+
+# --------------------------------------------------------------------------- ours (tensors included)
+def _ours(processor) -> dict[str, Callable[[Sequence[str]], Any]]:
+    from mmsa_hf.processing import MoleculeError
+
+    fe, ip = processor.feature_extractor, processor.image_processor
+
+    def prepared(chunk):
+        mols = []
+        for smiles in chunk:
+            try:
+                mols.append(fe.prepare_molecule(smiles))
+            except MoleculeError:  # e.g. over max_atoms: the floor still pays for it, ours skips it
+                pass
+        return mols
+
+    def graph(chunk):
+        with rdBase.BlockLogs():
+            feats = [fe.graph_features(mol) for mol in prepared(chunk)]
+        return {
+            key: torch.from_numpy(np.concatenate([f[key] for f in feats], axis=1 if key == "edge_index" else 0))
+            for key in ("atom_features", "bond_features", "edge_index", "atomic_numbers")
+        }
+
+    def conformer(chunk):
+        with rdBase.BlockLogs():
+            results = [fe.conformer(mol) for mol in prepared(chunk)]
+        return torch.from_numpy(np.concatenate([pos for pos, _ in results])), torch.tensor([s for _, s in results])
+
+    def image(chunk):
+        with rdBase.BlockLogs():
+            pngs = [ip.depict(mol) for mol in prepared(chunk)]
+        return torch.from_numpy(ip.collate(pngs))
+
+    def whole(chunk):
+        out = processor(chunk, num_proc=1)
+        for status in out["conformer_status"].tolist():
+            STATUS_COUNTS[status] = STATUS_COUNTS.get(status, 0) + 1
+        return out
+
+    return {"graph": graph, "3d": conformer, "image": image, "processor": whole}
+
+
+def compare(view: str, smiles: Sequence[str], processor, chunk_size: int = 100) -> dict[str, Any]:
+    """Time floor and ours for one view, alternating chunk by chunk."""
+    floor_fn, ours_fn = FLOORS[view], _ours(processor)[view]
+    floor_s = ours_s = 0.0
+    for chunk in _chunks(smiles, chunk_size):
+        start = time.perf_counter()
+        floor_fn(chunk)
+        floor_s += time.perf_counter() - start
+        start = time.perf_counter()
+        ours_fn(chunk)
+        ours_s += time.perf_counter() - start
+    n = len(smiles)
+    return {
+        "n": n,
+        "floor_s": round(floor_s, 3),
+        "ours_s": round(ours_s, 3),
+        "floor_mol_per_s": round(n / floor_s, 1),
+        "ours_mol_per_s": round(n / ours_s, 1),
+        "ratio": round(ours_s / floor_s, 3),
+    }
+
+
+def run_processor_benchmark(n: int, processor=None, batch_size: int = 100, num_proc: int = 1) -> dict[str, Any]:
+    """Whole-processor throughput alone: `processor(batch)` over the first `n` BBBP molecules, in batches."""
+    from mmsa_hf.processing import MMSAProcessor
+
+    processor = processor or MMSAProcessor(on_error="mask", show_progress=False)
+    smiles = load_bbbp(n)
+    start = time.perf_counter()
+    atoms = 0
+    for chunk in _chunks(smiles, batch_size):
+        atoms += processor(chunk, num_proc=num_proc)["atom_features"].shape[0]
+    seconds = time.perf_counter() - start
+    return {"n": len(smiles), "atoms": atoms, "seconds": round(seconds, 3), "mol_per_s": round(len(smiles) / seconds, 1)}
+
+
+def environment() -> dict[str, Any]:
+    import rdkit
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "rdkit": rdkit.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"# Featurization benchmark (first {results['n']} BBBP molecules, num_proc=1)",
+        "",
+        "| view | floor (RDKit only) mol/s | ours mol/s | ours / floor time |",
+        "|---|---:|---:|---:|",
+    ]
+    for view, row in results["views"].items():
+        lines.append(f"| {view} | {row['floor_mol_per_s']} | {row['ours_mol_per_s']} | {row['ratio']}x |")
+    whole = results["views"].get("processor")
+    if whole is not None:
+        verdict = "meets" if whole["ratio"] <= TARGET_RATIO else "MISSES"
+        lines += ["", f"Whole processor: {whole['ratio']}x the floor time; {verdict} the <= {TARGET_RATIO}x target."]
+    if results.get("conformer_statuses"):
+        counts = ", ".join(f"{name} {count}" for name, count in results["conformer_statuses"].items())
+        lines += ["", f"Conformer statuses (whole processor, `on_error='mask'`): {counts}."]
+    if results.get("runs"):
+        lines += ["", "| run | molecules | seconds | mol/s |", "|---|---:|---:|---:|"]
+        for name, run in results["runs"].items():
+            lines.append(f"| {name} | {run['n']} | {run['seconds']} | {run['mol_per_s']} |")
+    env = results["environment"]
+    lines += [
+        "",
+        f"Environment: Python {env['python']}, RDKit {env['rdkit']}, transformers {env['transformers']}, "
+        f"torch {env['torch']}, {env['cpu_count']} CPUs (shared with other jobs while measured);"
+        f" processor max_atoms={results.get('max_atoms')}.",
+        "Floor: MolFromSmiles, the atom/bond getters, AddHs + EmbedMolecule (ETKDGv3, seed 0) + MMFFOptimizeMolecule"
+        " + RemoveHs, and Compute2DCoords + MolDraw2DCairo, with no tensors. Ours adds the fallback ladder, the"
+        " checks, canonical SMILES, PNG decoding, normalisation and tensors. Floor and ours alternate every"
+        f" {results['chunk_size']} molecules.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="number of BBBP molecules (default 1000)")
+    parser.add_argument("--chunk-size", type=int, default=100, help="molecules per alternation / batch")
+    parser.add_argument("--views", default="graph,3d,image,processor", help="comma-separated subset")
+    parser.add_argument("--max-atoms", type=int, default=256, help="processor max_atoms (BBBP goes up to 132)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for featurize.json / featurize.md")
+    args = parser.parse_args(argv)
+
+    from mmsa_hf.processing import MMSAFeatureExtractor, MMSAProcessor
+
+    # BBBP row 921 has 132 heavy atoms, over the default max_atoms=128: raise the limit so that floor and ours
+    # do the same work on every molecule.
+    processor = MMSAProcessor(MMSAFeatureExtractor(max_atoms=args.max_atoms), on_error="mask", show_progress=False)
+    smiles = load_bbbp(args.n)
+    block_logs = rdBase.BlockLogs()  # noqa: F841 - RDKit warnings off for floor and ours alike
+    processor(smiles[:5])  # warm-up (imports, font cache)
+    results: dict[str, Any] = {
+        "n": len(smiles), "chunk_size": args.chunk_size, "max_atoms": args.max_atoms, "views": {}, "runs": {}
+    }  # fmt: skip
+    for view in args.views.split(","):
+        results["views"][view] = compare(view, smiles, processor, args.chunk_size)
+        print(f"{view}: {results['views'][view]}", file=sys.stderr, flush=True)
+    if "processor" in results["views"]:
+        row = results["views"]["processor"]
+        results["target_ratio"] = TARGET_RATIO
+        results["meets_target"] = row["ratio"] <= TARGET_RATIO
+        results["runs"]["processor (direct, num_proc=1)"] = {
+            "n": row["n"], "seconds": row["ours_s"], "mol_per_s": row["ours_mol_per_s"]
+        }  # fmt: skip
+    if STATUS_COUNTS:
+        from mmsa_hf.processing import CONFORMER_STATUSES
+
+        results["conformer_statuses"] = {CONFORMER_STATUSES[k]: v for k, v in sorted(STATUS_COUNTS.items())}
+    results["environment"] = environment()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "featurize.json").write_text(json.dumps(results, indent=2) + "\n")
+    markdown = to_markdown(results)
+    (args.out / "featurize.md").write_text(markdown)
+    print(json.dumps(results, indent=2))
+    print(markdown)
+    return results
+
+
+if __name__ == "__main__":
+    main()
