@@ -83,7 +83,8 @@ def pretrain_args(args: argparse.Namespace, variant: str, out: Path) -> list[str
 def finetune_args(args: argparse.Namespace, source: list[str], dataset: str, out: Path) -> list[str]:
     return _launch("finetune.py", *source, "--dataset", dataset, "--split", "scaffold", "--seeds", "0", "1", "2",
                    "--epochs", str(args.epochs), "--patience", str(args.patience), "--batch_size", "32",
-                   "--learning_rate", str(args.learning_rate), "--downstream_modalities", "graph",
+                   "--learning_rate", str(args.learning_rate), "--dropout", str(args.dropout),
+                   "--downstream_modalities", "graph",
                    "--output_dir", str(out), "--no_save_checkpoints", "--num_proc", "2")
 
 
@@ -113,11 +114,12 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--corpus", default="moleculenet")
     parser.add_argument("--max_molecules", type=int, default=8000)
-    parser.add_argument("--pretrain_steps", type=int, default=1000)
+    parser.add_argument("--pretrain_steps", type=int, default=800)
     parser.add_argument("--pretrain_batch_size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=6)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--dropout", type=float, default=0.5, help="fine-tuning dropout (Hu et al. 2020 protocol)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
@@ -242,7 +244,8 @@ def collect(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> 
             "seeds": [0, 1, 2],
             "selection": "best validation ROC-AUC epoch; test ROC-AUC reported there",
             "fine_tuning": {"downstream_modalities": ["graph"], "epochs": args.epochs, "patience": args.patience,
-                            "batch_size": 32, "learning_rate": args.learning_rate},
+                            "batch_size": 32, "learning_rate": args.learning_rate,
+                            "dropout": args.dropout},
             "pretraining": {"preset": args.preset, "corpus": args.corpus, "max_molecules": args.max_molecules,
                             "steps": args.pretrain_steps, "batch_size": args.pretrain_batch_size, "seed": 0},
             "machine": "2 CPU cores, no GPU; one thread per job, jobs in parallel",
@@ -290,7 +293,8 @@ def render_markdown(results: dict) -> str:
             f"`{p['pretraining']['corpus']}` corpus (downstream scaffold-test molecules excluded), "
             f"{pre['wall_seconds'] / 60:.1f} min wall at {pre['molecules_per_s']:.0f} molecules/s on one CPU thread. "
             f"Fine-tuning: GIN only (GraphMVP protocol), ≤ {p['fine_tuning']['epochs']} epochs, patience "
-            f"{p['fine_tuning']['patience']}, batch 32, lr {p['fine_tuning']['learning_rate']}."
+            f"{p['fine_tuning']['patience']}, batch 32, lr {p['fine_tuning']['learning_rate']}, dropout "
+            f"{p['fine_tuning']['dropout']}."
         )
         text.append("")
     speeds = {d: v["train_molecules_per_s"] for d, v in results["rows"].get("mmsa", {}).get("datasets", {}).items()}

@@ -55,7 +55,7 @@ class FinetuneArguments:
     learning_rate: float = 1e-3
     backbone_learning_rate: float | None = None
     weight_decay: float = 0.0
-    head_dropout: float | None = None
+    dropout: float | None = None
     downstream_modalities: list[str] | None = None
     image_size: int | None = None
     mixed_precision: str = "no"
@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--learning_rate", type=float, default=d.learning_rate)
     add("--backbone_learning_rate", type=float, default=None, help="defaults to --learning_rate")
     add("--weight_decay", type=float, default=d.weight_decay)
-    add("--head_dropout", type=float, default=None)
+    add("--dropout", type=float, default=None,
+        help="fine-tuning dropout of the GIN layers and the head (Hu et al. use 0.5); default: the checkpoint's")
     add("--downstream_modalities", nargs="+", default=None, choices=["graph", "image", "geometry"])
     add("--image_size", type=int, default=None)
     add("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
@@ -210,8 +211,9 @@ def run_finetuning(args: FinetuneArguments) -> dict[str, Any]:
     if task_type == "regression":
         overrides["label_mean"] = np.nanmean(train_labels, axis=0).tolist()
         overrides["label_std"] = np.maximum(np.nanstd(train_labels, axis=0), 1e-6).tolist()
-    if args.head_dropout is not None:
-        overrides["head_dropout"] = args.head_dropout
+    if args.dropout is not None:
+        overrides["graph_dropout"] = args.dropout
+        overrides["classifier_dropout"] = args.dropout
     if args.downstream_modalities:
         overrides["downstream_modalities"] = list(args.downstream_modalities)
 
