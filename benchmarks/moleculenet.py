@@ -241,6 +241,7 @@ def collect(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> 
     return {
         "protocol": {
             "split": "scaffold, identical to ../shared/data/splits/<name>_scaffold.json (tested)",
+            "datasets": list(args.datasets),
             "seeds": [0, 1, 2],
             "selection": "best validation ROC-AUC epoch; test ROC-AUC reported there",
             "fine_tuning": {"downstream_modalities": ["graph"], "epochs": args.epochs, "patience": args.patience,
@@ -261,7 +262,7 @@ def collect(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> 
 
 
 def render_markdown(results: dict) -> str:
-    datasets = DATASETS
+    datasets = results["protocol"]["datasets"]
     head = "| model | " + " | ".join(d.upper() if d != "clintox" else "ClinTox" for d in datasets) + " | average |"
     lines = [head, "|---" * (len(datasets) + 2) + "|"]
     for row in results["rows"].values():
