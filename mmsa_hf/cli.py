@@ -1,7 +1,8 @@
 """The ``mmsa`` command line: ``pretrain``, ``finetune``, ``embed``, ``predict`` and ``push``.
 
 ``mmsa pretrain`` / ``mmsa finetune`` take the same options as ``scripts/pretrain.py`` /
-``scripts/finetune.py`` (run them under ``accelerate launch`` for multi-GPU).
+``scripts/finetune.py`` (run those under ``accelerate launch`` for multi-GPU); ``mmsa pretrain --help`` /
+``mmsa finetune --help`` print their options and examples.
 """
 
 from __future__ import annotations
@@ -9,105 +10,210 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
+MAIN_EXAMPLES = """examples:
+  mmsa pretrain --config small --output_dir runs/pretrain-small
+  mmsa finetune --model runs/pretrain-small/final --dataset bbbp --seeds 0 1 2
+  mmsa embed --model runs/pretrain-small/final --input molecules.csv --output emb.parquet
+  mmsa predict --model runs/finetune/seed_0/best --input library.smi --output predictions.parquet
+  mmsa push --model runs/pretrain-small/final --repo-id my-org/mmsa-small
+
+run `mmsa COMMAND --help` for the options and examples of each command.
+"""
 EMBED_EXAMPLES = """examples:
   mmsa embed --model runs/pretrain-small/final --input molecules.csv --smiles-column smiles --output emb.parquet
   mmsa embed --model my-org/mmsa-small --input library.smi --output emb.npy --per-view
-  mmsa embed --model DIR --input big.csv.gz --output emb.parquet --on-error skip --num-proc 8
+  mmsa embed --model DIR --input big.csv.gz --output emb.parquet --on-error skip --num-proc 8 --chunk-size 4096
+
+output: row i of the output is input row i. A bad SMILES gives a NaN row with valid=False (--on-error mask,
+the default), is left out (--on-error skip; the input_index column of a .parquet output, or <stem>.indices.npy
+next to a .npy output, says which input rows were written) or stops the run (--on-error raise). Every bad row
+is listed, with the reason, in <output>.report.json. With --per-view, a .npy output gets
+<stem>.graph_embedding.npy, <stem>.image_embedding.npy and <stem>.geometry_embedding.npy next to it.
 """
 PREDICT_EXAMPLES = """examples:
   mmsa predict --model runs/finetune/seed_0/best --input molecules.csv --output predictions.parquet
-  mmsa predict --model my-org/mmsa-bbbp --input library.smi --output predictions.npy
+  mmsa predict --model my-org/mmsa-bbbp --input library.smi --output predictions.npy --batch-size 256
+
+output: one column per task (named after config.id2label when the checkpoint stores the task names, else
+task_0, task_1, ...): probabilities for classification, values in label units for regression. Bad rows are
+handled as in `mmsa embed` (see `mmsa embed --help`); the column names are also in <output>.report.json.
 """
 PUSH_EXAMPLES = """examples:
   mmsa push --model runs/pretrain-small/final --repo-id my-org/mmsa-small
   mmsa push --model runs/finetune/seed_0/best --repo-id my-org/mmsa-bbbp --results runs/finetune/results.json --private
+  mmsa push --model runs/pretrain-small/final --repo-id my-org/mmsa-small --revision dev --delete-stale-files
+
+pushes ONE commit: model.safetensors, config.json (with auto_map) and the modeling code, the processor config
+and code, and a generated README.md model card (from training_info.json in --model, and --results). The class
+recorded in config.json's `architectures` is pushed (MMSAForPretraining, MMSAModel or
+MMSAForMolecularPropertyPrediction). The token comes from HF_TOKEN or `hf auth login`.
 """
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint directory or Hub repo id")
-    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit")
-    parser.add_argument("--input", required=True, help=".csv/.csv.gz/.tsv/.parquet with a SMILES column, or .smi")
-    parser.add_argument("--smiles-column", default=None, help="default: smiles/SMILES/mol, whichever exists")
-    parser.add_argument("--output", required=True, help="output .parquet or .npy")
+    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit (Hub repos only)")
+    parser.add_argument("--input", required=True,
+                        help=".csv/.tsv (optionally .gz) or .parquet with a SMILES column, or .smi (one per line)")
+    parser.add_argument("--smiles-column", default=None,
+                        help="SMILES column of a table "
+                             "(default: the first of smiles/SMILES/Smiles/mol/canonical_smiles)")
+    parser.add_argument("--output", required=True, help="output .parquet or .npy file")
     parser.add_argument("--on-error", choices=["mask", "skip", "raise"], default="mask",
-                        help="bad SMILES: mask (NaN row, default), skip (row left out, indices saved) or raise")
-    parser.add_argument("--chunk-size", type=int, default=1024, help="molecules read and featurized at a time")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--num-proc", type=int, default=None, help="featurization processes (default: all cores)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+                        help="bad SMILES: mask (NaN row, valid=False; default), skip (row left out, indices saved) "
+                             "or raise")
+    parser.add_argument("--chunk-size", type=_positive_int, default=1024,
+                        help="molecules read, featurized and written at a time (memory is flat in the input size)")
+    parser.add_argument("--batch-size", type=_positive_int, default=128, help="molecules per model forward")
+    parser.add_argument("--num-proc", type=_positive_int, default=None,
+                        help="featurization processes (default: all available cores)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mmsa`` parser with its subcommands."""
-    parser = argparse.ArgumentParser(prog="mmsa", description="MMSA multi-modal molecular representations.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("pretrain", help="self-supervised pretraining (see --help)", add_help=False)
-    sub.add_parser("finetune", help="fine-tuning and multi-seed evaluation (see --help)", add_help=False)
-    embed = sub.add_parser("embed", help="write embeddings for a file of molecules", epilog=EMBED_EXAMPLES,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="mmsa", description="MMSA multi-modal molecular representations.",
+                                     epilog=MAIN_EXAMPLES, formatter_class=formatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # pretrain / finetune are parsed by their own parsers (see main)
+    sub.add_parser("pretrain", help="self-supervised pretraining (mmsa pretrain --help)", add_help=False)
+    sub.add_parser("finetune", help="fine-tuning and multi-seed evaluation (mmsa finetune --help)", add_help=False)
+    embed = sub.add_parser("embed", help="write embeddings for a file of molecules",
+                           description="Write the unified (and optionally per-view) MMSA embedding of every "
+                                       "molecule of a file, streamed in chunks.",
+                           epilog=EMBED_EXAMPLES, formatter_class=formatter)
     _add_inference_args(embed)
-    embed.add_argument("--per-view", action="store_true", help="also write the per-view (graph/image/3D) embeddings")
+    embed.add_argument("--per-view", action="store_true",
+                       help="also write the per-view (graph / image / geometry) embeddings")
     predict = sub.add_parser("predict", help="write property predictions of a fine-tuned model",
-                             epilog=PREDICT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                             description="Predict the properties of every molecule of a file with a fine-tuned "
+                                         "MMSAForMolecularPropertyPrediction checkpoint, streamed in chunks.",
+                             epilog=PREDICT_EXAMPLES, formatter_class=formatter)
     _add_inference_args(predict)
     push = sub.add_parser("push", help="push a checkpoint + processor + generated model card to the Hub",
-                          epilog=PUSH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    push.add_argument("--model", required=True, help="local checkpoint directory (with the processor)")
-    push.add_argument("--repo-id", required=True)
-    push.add_argument("--revision", default=None, help="branch to push to (created if missing)")
-    push.add_argument("--private", action="store_true")
+                          description="Push a saved checkpoint with its processor and a generated model card to "
+                                      "the Hugging Face Hub in one commit.",
+                          epilog=PUSH_EXAMPLES, formatter_class=formatter)
+    push.add_argument("--model", required=True, help="local checkpoint directory (saved with its processor)")
+    push.add_argument("--repo-id", required=True, help="namespace/name of the Hub repo (created if missing)")
+    push.add_argument("--revision", default=None, help="branch to push to (created from main if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo private (if it does not exist)")
     push.add_argument("--commit-message", default=None)
-    push.add_argument("--results", default=None, help="fine-tuning results.json to put in the model card")
+    push.add_argument("--results", default=None,
+                      help="fine-tuning results.json for the model card (default: results.json in --model, if any)")
+    push.add_argument("--delete-stale-files", action="store_true",
+                      help="delete files of the branch that this upload no longer produces (same commit)")
     return parser
 
 
+def _fail(command: str, message: str) -> int:
+    print(f"mmsa {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _run_inference(args) -> int:
+    from .inference import run_inference
+
+    report = run_inference(
+        args.model, args.input, args.output, mode=args.command, smiles_column=args.smiles_column,
+        chunk_size=args.chunk_size, batch_size=args.batch_size, num_proc=args.num_proc,
+        on_error=args.on_error, per_view=getattr(args, "per_view", False), revision=args.revision,
+        device=args.device, show_progress=not args.no_progress,
+    )
+    summary = {k: report[k] for k in ("rows", "rows_written", "bad_rows", "on_error", "columns", "files",
+                                      "featurize_seconds", "model_seconds", "wall_seconds", "molecules_per_s")}
+    if report["bad_rows"]:
+        summary["bad_indices"] = (report["masked_indices"] or report["skipped_indices"])[:20]
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _run_push(args) -> int:
+    from . import modeling
+    from .hub import DEFAULT_COMMIT_MESSAGE, load_model, load_processor, push_to_hub
+    from .inference import InferenceInputError
+
+    directory = Path(args.model)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {directory} does not exist (mmsa push takes a local "
+                                "directory saved with save_pretrained)")
+    config_path = directory / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"no config.json in {directory}: not a saved MMSA checkpoint")
+    architectures = json.loads(config_path.read_text()).get("architectures") or ["MMSAModel"]
+    known = {"MMSAModel", "MMSAForPretraining", "MMSAForMolecularPropertyPrediction"}
+    if architectures[0] not in known:
+        raise InferenceInputError(f"{config_path}: architectures={architectures}; expected one of {sorted(known)}")
+    model_class = getattr(modeling, architectures[0])
+    model = load_model(directory, model_class=model_class)
+    if not (directory / "processor_config.json").exists():
+        raise FileNotFoundError(f"no processor_config.json in {directory}: save the processor next to the model "
+                                "(processor.save_pretrained(DIR)) so that the pushed repo can featurize molecules")
+    processor = load_processor(directory)
+
+    def read_json(path: Path, what: str):
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{what} {path} not found") from None
+        except json.JSONDecodeError as err:
+            raise InferenceInputError(f"{what} {path} is not valid JSON: {err}") from None
+
+    info = read_json(directory / "training_info.json", "training info") \
+        if (directory / "training_info.json").exists() else None
+    if args.results:
+        results = read_json(Path(args.results), "--results")
+    elif (directory / "results.json").exists():
+        results = read_json(directory / "results.json", "results")
+    else:
+        results = None
+    commit = push_to_hub(
+        model, processor, args.repo_id, revision=args.revision, private=True if args.private else None,
+        commit_message=args.commit_message or DEFAULT_COMMIT_MESSAGE, training_info=info, results=results,
+        delete_stale_files=args.delete_stale_files,
+    )
+    print(json.dumps({"repo_id": args.repo_id, "revision": args.revision or "main", "class": type(model).__name__,
+                      "commit": getattr(commit, "oid", None), "commit_url": getattr(commit, "commit_url", None)},
+                     indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``mmsa`` command line."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "pretrain":
-        from .training.pretrain import main as pretrain_main
-
-        pretrain_main(argv[1:])
-        return 0
-    if argv and argv[0] == "finetune":
-        from .training.finetune import main as finetune_main
-
-        finetune_main(argv[1:])
+    """Run the ``mmsa`` command line; returns the exit status (2 for a usage or input error)."""
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]  # os.PathLike arguments welcome
+    if argv and argv[0] in ("pretrain", "finetune"):
+        # delegate the whole command line, --help included, to the training script's own parser
+        if argv[0] == "pretrain":
+            from .training.pretrain import main as command_main
+        else:
+            from .training.finetune import main as command_main
+        command_main(argv[1:])
         return 0
     args = build_parser().parse_args(argv)
-    if args.command in ("embed", "predict"):
-        from .inference import run_inference
+    from .inference import InferenceInputError
 
-        report = run_inference(
-            args.model, args.input, args.output, mode=args.command, smiles_column=args.smiles_column,
-            chunk_size=args.chunk_size, batch_size=args.batch_size, num_proc=args.num_proc,
-            on_error=args.on_error, per_view=getattr(args, "per_view", False), revision=args.revision,
-            device=args.device,
-        )
-        summary = {k: v for k, v in report.items() if k != "bad_row_details"}
-        print(json.dumps(summary, indent=2))
-        return 0
-    if args.command == "push":
-        from transformers import AutoModel, AutoProcessor
-
-        from .hub import load_model, push_to_hub
-
-        model = load_model(args.model)
-        processor = AutoProcessor.from_pretrained(args.model)
-        results = json.loads(open(args.results).read()) if args.results else None
-        info = None
-        try:
-            info = json.loads(open(f"{args.model}/training_info.json").read())
-        except FileNotFoundError:
-            pass
-        commit = push_to_hub(model, processor, args.repo_id, revision=args.revision, private=args.private,
-                             commit_message=args.commit_message, training_info=info, results=results)
-        print(f"pushed {args.model} to {args.repo_id}: {commit}")
-        return 0
-    return 1
+    try:
+        if args.command in ("embed", "predict"):
+            return _run_inference(args)
+        if args.command == "push":
+            return _run_push(args)
+    except (InferenceInputError, FileNotFoundError) as err:
+        return _fail(args.command, str(err))
+    except OSError as err:  # Hub errors (repo / revision not found, offline), corrupt checkpoints, permissions
+        return _fail(args.command, f"{type(err).__name__}: {err}")
+    return 2  # pragma: no cover - argparse rejects unknown commands
 
 
 if __name__ == "__main__":

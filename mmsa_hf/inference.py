@@ -1,18 +1,39 @@
 """Streaming batch inference: embeddings (``mmsa embed``) and property predictions (``mmsa predict``).
 
-Input is read in chunks (CSV/TSV/Parquet with a SMILES column, or ``.smi`` files), featurized
-with the model's processor (in parallel over ``num_proc`` cores), run through the model and
-written chunk by chunk, so memory stays flat in the input size. Output row ``i`` is input row
-``i``: under ``on_error="mask"`` (the default here) a bad row gets NaN values and ``valid=False``;
-under ``"skip"`` it is left out and the ``input_index`` column (Parquet) or the
-``<output>.indices.npy`` file says which rows were written. Every bad row is listed in
-``<output>.report.json``.
+Input is read in chunks (CSV / TSV / Parquet with a SMILES column, or ``.smi`` files, optionally gzipped),
+featurized with the checkpoint's processor (in parallel over ``num_proc`` cores), run through the model in eval
+mode under ``torch.inference_mode()`` in batches of ``batch_size``, and written chunk by chunk, so memory stays
+flat in the input size.
+
+Output row ``i`` is input row ``i`` (for ``.smi`` input: line ``i``, 0-based):
+
+* ``on_error="mask"`` (the default): a bad row is written with NaN values and ``valid=False``;
+* ``on_error="skip"``: a bad row is left out; the ``input_index`` column (Parquet) or the
+  ``<stem>.indices.npy`` file (NumPy) gives the input row of every written row;
+* ``on_error="raise"``: the first bad row stops the run (``InferenceInputError`` naming the row) and the partial
+  outputs are removed.
+
+Files written:
+
+* ``.parquet``: one row per molecule with ``input_index``, ``smiles`` (as given), ``canonical_smiles``
+  (``""`` for a bad row), ``valid``, then ``embedding`` (a fixed-size list of ``hidden_size`` float32) and, with
+  ``per_view``, ``graph_embedding`` / ``image_embedding`` / ``geometry_embedding``; for predictions one float32
+  column per task (named after ``config.id2label`` when it holds real names, else ``task_0``, ``task_1``...).
+* ``.npy``: a float32 ``[rows, width]`` array (a memmap written in place, so the row count is counted first);
+  per-view embeddings go to ``<stem>.<view>_embedding.npy`` and, under ``skip``, the input indices to
+  ``<stem>.indices.npy``.
+* always ``<output>.report.json`` (e.g. ``emb.parquet.report.json``): row counts, every bad row (input index,
+  SMILES, reason), the masked or skipped indices, the prediction column names and the timings.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
+import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,22 +42,101 @@ import numpy as np
 import torch
 
 SMILES_COLUMN_CANDIDATES = ("smiles", "SMILES", "Smiles", "mol", "canonical_smiles")
+SMI_SUFFIXES = (".smi", ".smiles", ".txt")
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+OUTPUT_SUFFIXES = (".parquet", ".npy")
+PROPERTY_ARCHITECTURE = "MMSAForMolecularPropertyPrediction"
+_DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
+_FIXED_COLUMNS = ("input_index", "smiles", "canonical_smiles", "valid")
 
 
-def iter_smiles_chunks(path: str | os.PathLike, smiles_column: str | None, chunk_size: int) -> Iterator[list[str]]:
-    """Yield lists of SMILES (``chunk_size`` at most) from a CSV/TSV/Parquet or ``.smi`` file."""
+class InferenceInputError(ValueError):
+    """A problem with the user's input or options (bad file, missing column, bad molecule under ``raise``)."""
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# input
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def input_format(path: str | os.PathLike) -> str:
+    """``"smi"``, ``"csv"``, ``"tsv"`` or ``"parquet"`` from the file name (a ``.gz`` suffix is allowed for text)."""
+    name = Path(path).name.lower()
+    base = name[:-3] if name.endswith(".gz") else name
+    if base.endswith(SMI_SUFFIXES):
+        return "smi"
+    for suffix in TABLE_SUFFIXES:
+        if base.endswith(suffix):
+            return suffix[1:]
+    if name.endswith(".parquet"):
+        return "parquet"
+    raise InferenceInputError(
+        f"input file {path}: unsupported format; use .csv, .tsv, .parquet (with a SMILES column) or .smi "
+        "(.csv/.tsv/.smi may be gzipped)"
+    )
+
+
+def _check_input(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input file not found: {path}")
-    name = path.name.lower()
-    if name.endswith((".smi", ".smi.gz", ".smiles", ".txt")):
-        import gzip
+    if path.is_dir():
+        raise InferenceInputError(f"input {path} is a directory, not a file")
+    input_format(path)
+    return path
 
-        opener = gzip.open if name.endswith(".gz") else open
+
+def _pick_column(columns: list[str], requested: str | None, path: Path) -> str:
+    if requested:
+        if requested not in columns:
+            raise InferenceInputError(f"input file {path} has no column {requested!r}; its columns are {columns}")
+        return requested
+    for candidate in SMILES_COLUMN_CANDIDATES:
+        if candidate in columns:
+            return candidate
+    raise InferenceInputError(
+        f"input file {path} has no SMILES column (looked for {', '.join(SMILES_COLUMN_CANDIDATES)}); its columns "
+        f"are {columns}. Name the column with --smiles-column."
+    )
+
+
+def resolve_smiles_column(path: str | os.PathLike, smiles_column: str | None) -> str | None:
+    """The SMILES column of a table (``None`` for ``.smi`` files); raises naming the file and its columns."""
+    path = _check_input(path)
+    fmt = input_format(path)
+    if fmt == "smi":
+        return None
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return _pick_column(pq.ParquetFile(path).schema_arrow.names, smiles_column, path)
+    import pandas as pd
+
+    try:
+        header = pd.read_csv(path, sep=TABLE_SUFFIXES["." + fmt], nrows=0).columns.tolist()
+    except pd.errors.EmptyDataError:
+        raise InferenceInputError(f"input file {path} is empty (no header row)") from None
+    return _pick_column(header, smiles_column, path)
+
+
+def iter_smiles_chunks(path: str | os.PathLike, smiles_column: str | None, chunk_size: int) -> Iterator[list[str]]:
+    """Yield lists of at most ``chunk_size`` SMILES, in file order, streaming (never the whole file at once).
+
+    ``.smi``: one molecule per line, the SMILES is the first whitespace-separated field (an empty line is an
+    empty, hence invalid, SMILES so that row ``i`` stays line ``i``). Tables: the ``smiles_column`` (default: the
+    first of :data:`SMILES_COLUMN_CANDIDATES` present); missing values are read as ``""``.
+    """
+    if chunk_size < 1:
+        raise InferenceInputError(f"chunk_size must be >= 1, got {chunk_size}")
+    path = _check_input(path)
+    fmt = input_format(path)
+    column = resolve_smiles_column(path, smiles_column)
+    if fmt == "smi":
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
         chunk: list[str] = []
         with opener(path, "rt") as handle:
             for line in handle:
-                fields = line.strip().split()
+                fields = line.split()
                 chunk.append(fields[0] if fields else "")
                 if len(chunk) == chunk_size:
                     yield chunk
@@ -44,108 +144,260 @@ def iter_smiles_chunks(path: str | os.PathLike, smiles_column: str | None, chunk
         if chunk:
             yield chunk
         return
-    if name.endswith(".parquet"):
+    if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        parquet = pq.ParquetFile(path)
-        column = _pick_column(parquet.schema_arrow.names, smiles_column, path)
-        for record_batch in parquet.iter_batches(batch_size=chunk_size, columns=[column]):
-            yield [s if s is not None else "" for s in record_batch.column(0).to_pylist()]
+        for record_batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size, columns=[column]):
+            yield ["" if s is None else str(s) for s in record_batch.column(0).to_pylist()]
         return
     import pandas as pd
 
-    sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
-    header = pd.read_csv(path, sep=sep, nrows=0).columns.tolist()
-    column = _pick_column(header, smiles_column, path)
-    for frame in pd.read_csv(path, sep=sep, usecols=[column], chunksize=chunk_size, dtype={column: str},
-                             keep_default_na=False):
-        yield frame[column].tolist()
+    reader = pd.read_csv(path, sep=TABLE_SUFFIXES["." + fmt], usecols=[column], chunksize=chunk_size,
+                         dtype={column: str}, keep_default_na=False)
+    with reader:
+        for frame in reader:
+            yield ["" if s is None else str(s) for s in frame[column].tolist()]
 
 
-def _pick_column(columns: list[str], requested: str | None, path: Path) -> str:
-    if requested:
-        if requested not in columns:
-            raise ValueError(f"{path}: no column {requested!r}; columns are {columns}")
-        return requested
-    for candidate in SMILES_COLUMN_CANDIDATES:
-        if candidate in columns:
-            return candidate
-    raise ValueError(f"{path}: no SMILES column found (looked for {SMILES_COLUMN_CANDIDATES}); "
-                     f"columns are {columns}; pass --smiles-column")
+def count_rows(path: str | os.PathLike, smiles_column: str | None = None) -> int:
+    """Number of input rows (Parquet: from the metadata; text: one streaming pass)."""
+    path = _check_input(path)
+    if input_format(path) == "parquet":
+        import pyarrow.parquet as pq
 
-
-def count_rows(path: str | os.PathLike, smiles_column: str | None) -> int:
-    """Number of input rows (one streaming pass)."""
+        resolve_smiles_column(path, smiles_column)
+        return int(pq.ParquetFile(path).metadata.num_rows)
     return sum(len(chunk) for chunk in iter_smiles_chunks(path, smiles_column, 65536))
 
 
-class _Writer:
-    """Chunked writer for ``.parquet`` or ``.npy`` outputs."""
+# ------------------------------------------------------------------------------------------------------------------
+# output
+# ------------------------------------------------------------------------------------------------------------------
 
-    def __init__(self, output: Path, total_rows: int, columns: dict[str, int], skip: bool):
-        self.output, self.columns, self.skip = output, columns, skip
-        self.kind = "parquet" if output.suffix == ".parquet" else "npy"
-        if self.kind not in ("parquet", "npy") or output.suffix not in (".parquet", ".npy"):
-            raise ValueError(f"--output {output}: use a .parquet or .npy file name")
+
+def output_kind(path: str | os.PathLike) -> str:
+    """``"parquet"`` or ``"npy"``; raises :class:`InferenceInputError` for anything else."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise InferenceInputError(
+            f"output file {path}: unsupported extension {suffix or '(none)'!r}; use a .parquet or .npy file name"
+        )
+    return suffix[1:]
+
+
+def report_path(output_path: str | os.PathLike) -> Path:
+    """``<output>.report.json``."""
+    output_path = Path(output_path)
+    return output_path.with_name(output_path.name + ".report.json")
+
+
+def sidecar_path(output_path: str | os.PathLike, name: str) -> Path:
+    """``<stem>.<name>.npy`` next to a ``.npy`` output (per-view embeddings, ``indices``)."""
+    output_path = Path(output_path)
+    return output_path.with_name(f"{output_path.stem}.{name}.npy")
+
+
+def prediction_columns(config) -> list[str]:
+    """One name per model output: ``config.id2label`` if it holds real names, else ``task_0``, ``task_1``..."""
+    n = int(config.num_labels)
+    id2label = getattr(config, "id2label", None) or {}
+    names = [id2label.get(i, id2label.get(str(i))) for i in range(n)]
+    if all(isinstance(name, str) and name and not _DEFAULT_LABEL.match(name) for name in names) \
+            and len(set(names)) == n:
+        # a task named like a fixed output column gets a prefix
+        return [f"prediction_{name}" if name in _FIXED_COLUMNS else name for name in names]
+    return [f"task_{i}" for i in range(n)]
+
+
+class _Writer:
+    """Writes ``.parquet`` (row groups per chunk) or ``.npy`` (memmap of known row count) chunk by chunk."""
+
+    def __init__(self, output: Path, total_rows: int, columns: dict[str, int], skip: bool, mode: str,
+                 prediction_names: list[str] | None = None):
+        self.output, self.columns, self.skip, self.mode = output, columns, skip, mode
+        self.total_rows = total_rows
+        self.prediction_names = prediction_names
+        self.kind = output_kind(output)
         output.parent.mkdir(parents=True, exist_ok=True)
         self.rows_written = 0
-        self.indices: list[np.ndarray] = []
+        self.created: list[Path] = []
         if self.kind == "npy":
             from numpy.lib.format import open_memmap
 
+            self.targets = {name: (output if i == 0 else sidecar_path(output, name))
+                            for i, name in enumerate(columns)}
             self.arrays = {}
-            for i, (name, width) in enumerate(columns.items()):
-                target = output if i == 0 else output.with_name(f"{output.stem}.{name}.npy")
-                self.arrays[name] = (target, open_memmap(target, mode="w+", dtype=np.float32, shape=(total_rows, width)))
-        else:
-            self.parquet_writer = None
-
-    def write(self, values: dict[str, np.ndarray], input_index: np.ndarray, smiles: list[str], valid: np.ndarray):
-        n = len(input_index)
-        if self.kind == "npy":
-            for name, (_, array) in self.arrays.items():
-                array[self.rows_written:self.rows_written + n] = values[name]
-            self.indices.append(input_index)
+            for name, width in columns.items():
+                # under skip the kept row count is only known at the end: write a full-size scratch file first
+                path = self._scratch(self.targets[name]) if skip else self.targets[name]
+                self.created.append(path)
+                self.arrays[name] = open_memmap(path, mode="w+", dtype=np.float32, shape=(total_rows, width))
+            if skip:
+                self.index_path = sidecar_path(output, "indices")
+                self.created.append(self._scratch(self.index_path))
+                self.indices = open_memmap(self._scratch(self.index_path), mode="w+", dtype=np.int64,
+                                           shape=(total_rows,))
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
+            fields = [pa.field(name, kind) for name, kind in zip(
+                _FIXED_COLUMNS, (pa.int64(), pa.string(), pa.string(), pa.bool_()))]
+            if mode == "embed":
+                fields += [pa.field(name, pa.list_(pa.float32(), width)) for name, width in columns.items()]
+            else:
+                fields += [pa.field(name, pa.float32()) for name in prediction_names]
+            self.schema = pa.schema(fields)
+            self.created.append(output)
+            self.parquet_writer = pq.ParquetWriter(output, self.schema)
+
+    @staticmethod
+    def _scratch(path: Path) -> Path:
+        return path.with_name(path.name + ".partial")
+
+    def write(self, values: dict[str, np.ndarray], input_index: np.ndarray, smiles: list[str],
+              canonical: list[str], valid: np.ndarray) -> None:
+        n = len(input_index)
+        if self.rows_written + n > self.total_rows:
+            raise InferenceInputError("the input grew while it was being read (more rows than counted)")
+        start, stop = self.rows_written, self.rows_written + n
+        if self.kind == "npy":
+            for name, array in self.arrays.items():
+                array[start:stop] = values[name]
+            if self.skip:
+                self.indices[start:stop] = input_index
+        else:
+            import pyarrow as pa
+
             table = {"input_index": pa.array(input_index, pa.int64()), "smiles": pa.array(smiles, pa.string()),
-                     "valid": pa.array(valid, pa.bool_())}
-            for name, width in self.columns.items():
-                flat = pa.array(values[name].reshape(-1).astype(np.float32), pa.float32())
-                table[name] = pa.FixedSizeListArray.from_arrays(flat, width)
-            table = pa.table(table)
-            if self.parquet_writer is None:
-                self.parquet_writer = pq.ParquetWriter(self.output, table.schema)
-            self.parquet_writer.write_table(table)
-        self.rows_written += n
+                     "canonical_smiles": pa.array(canonical, pa.string()), "valid": pa.array(valid, pa.bool_())}
+            if self.mode == "embed":
+                for name, width in self.columns.items():
+                    flat = pa.array(np.ascontiguousarray(values[name], np.float32).reshape(-1), pa.float32())
+                    table[name] = pa.FixedSizeListArray.from_arrays(flat, width)
+            else:
+                predictions = values["prediction"]
+                for j, name in enumerate(self.prediction_names):
+                    table[name] = pa.array(np.ascontiguousarray(predictions[:, j], np.float32), pa.float32())
+            self.parquet_writer.write_table(pa.Table.from_pydict(table, schema=self.schema))
+        self.rows_written = stop
 
     def close(self) -> list[str]:
-        written = [str(self.output)]
-        if self.kind == "npy":
-            for name, (target, array) in self.arrays.items():
-                array.flush()
-                written.append(str(target))
-            if self.skip:
-                from numpy.lib.format import open_memmap
-
-                # Under skip, trim the memmaps to the rows written and record which input rows they are.
-                for name, (target, array) in self.arrays.items():
-                    trimmed = np.array(array[: self.rows_written])
-                    del array
-                    np.save(target, trimmed)
-                index_file = self.output.with_name(f"{self.output.stem}.indices.npy")
-                np.save(index_file, np.concatenate(self.indices) if self.indices else np.zeros(0, np.int64))
-                written.append(str(index_file))
-        elif self.parquet_writer is not None:
+        """Finish the files; return their paths."""
+        if self.kind == "parquet":
             self.parquet_writer.close()
-        return sorted(set(written))
+            return [str(self.output)]
+        if not self.skip and self.rows_written != self.total_rows:
+            raise InferenceInputError(
+                f"the input shrank while it was being read ({self.rows_written} rows instead of {self.total_rows})"
+            )
+        files = []
+        if self.skip:
+            from numpy.lib.format import open_memmap
+
+            n = self.rows_written
+            pairs = [(self.arrays[name], self.targets[name]) for name in self.columns]
+            pairs.append((self.indices, self.index_path))
+            for scratch, target in pairs:
+                final = open_memmap(target, mode="w+", dtype=scratch.dtype, shape=(n, *scratch.shape[1:]))
+                for start in range(0, n, 65536):  # block copy: memory stays flat
+                    final[start:start + 65536] = scratch[start:min(n, start + 65536)]
+                final.flush()
+                del final
+                self.created.append(target)
+                files.append(str(target))
+            self.arrays, self.indices = {}, None
+            for path in list(self.created):
+                if path.name.endswith(".partial"):
+                    path.unlink(missing_ok=True)
+                    self.created.remove(path)
+        else:
+            for name, array in self.arrays.items():
+                array.flush()
+                files.append(str(self.targets[name]))
+            self.arrays = {}
+        return files
+
+    def abort(self) -> None:
+        """Remove everything written (after an error)."""
+        try:
+            if self.kind == "parquet":
+                self.parquet_writer.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self.arrays, self.indices = {}, None
+        for path in self.created:
+            Path(path).unlink(missing_ok=True)
 
 
-@torch.no_grad()
+# ------------------------------------------------------------------------------------------------------------------
+# inference
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _checkpoint_architectures(directory: Path) -> list[str]:
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no config.json in {directory}: not a saved MMSA checkpoint") from None
+    return list(config.get("architectures") or [])
+
+
+def load_for_inference(model_id: str, mode: str = "embed", revision: str | None = None):
+    """(model, processor, checkpoint directory) for ``mode`` ("embed": ``MMSAModel`` from any MMSA checkpoint;
+    "predict": ``MMSAForMolecularPropertyPrediction``, refused for a checkpoint that is not a property model)."""
+    from .hub import load_model, load_processor, resolve_checkpoint_dir
+    from .modeling import MMSAForMolecularPropertyPrediction, MMSAModel
+
+    try:
+        directory = resolve_checkpoint_dir(model_id, revision)
+    except ValueError as err:  # e.g. a revision given for a local directory
+        raise InferenceInputError(str(err)) from None
+    architectures = _checkpoint_architectures(directory)
+    if mode == "predict" and PROPERTY_ARCHITECTURE not in architectures:
+        raise InferenceInputError(
+            f"mmsa predict needs a fine-tuned {PROPERTY_ARCHITECTURE} checkpoint, but {model_id} is "
+            f"{', '.join(architectures) or 'of an unknown class'} (use mmsa embed for its embeddings)"
+        )
+    model_class = MMSAModel if mode == "embed" else MMSAForMolecularPropertyPrediction
+    model = load_model(directory, model_class=model_class)
+    try:
+        processor = load_processor(directory)
+    except OSError as err:
+        raise FileNotFoundError(f"{model_id}: no processor saved with the checkpoint ({err})") from None
+    return model, processor, directory
+
+
+def _bad_reason(processor, smiles: str) -> str:
+    try:
+        processor.featurize_one(smiles)
+    except Exception as err:  # noqa: BLE001 - the same failure the processor saw
+        return str(err) or type(err).__name__
+    return "invalid molecule"
+
+
+@contextlib.contextmanager
+def _quiet_processor_warnings():
+    from .processing import processing_mmsa
+
+    logger = processing_mmsa.logger
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def default_num_proc() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def run_inference(
-    model_id: str,
+    model_id: str | os.PathLike,
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
     mode: str = "embed",
@@ -158,92 +410,163 @@ def run_inference(
     revision: str | None = None,
     device: str | None = None,
     show_progress: bool = True,
+    model=None,
+    processor=None,
 ) -> dict[str, Any]:
     """Embed (``mode="embed"``) or predict (``mode="predict"``) every molecule of ``input_path``.
 
-    Returns (and writes as ``<output>.report.json``) a report: rows, bad rows and their indices,
-    featurization and model seconds, molecules/s.
+    ``model`` / ``processor`` may be given already loaded (then ``model_id`` is only recorded in the report).
+    Returns (and writes as ``<output>.report.json``) the report; see the module docstring for the files.
     """
     from tqdm.auto import tqdm
-    from transformers import AutoProcessor
 
-    from .hub import load_model
-    from .modeling import MMSAForMolecularPropertyPrediction, MMSAModel
-
+    wall = time.perf_counter()
     if on_error not in ("mask", "skip", "raise"):
-        raise ValueError(f"on_error={on_error!r}: use 'mask', 'skip' or 'raise'")
+        raise InferenceInputError(f"on_error={on_error!r}: use 'mask', 'skip' or 'raise'")
     if mode not in ("embed", "predict"):
-        raise ValueError(f"mode={mode!r}: use 'embed' or 'predict'")
-    model_class = MMSAModel if mode == "embed" else MMSAForMolecularPropertyPrediction
-    model = load_model(model_id, model_class=model_class, revision=revision)
-    processor = AutoProcessor.from_pretrained(model_id, revision=revision)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        raise InferenceInputError(f"mode={mode!r}: use 'embed' or 'predict'")
+    if batch_size < 1 or chunk_size < 1:
+        raise InferenceInputError(f"batch_size and chunk_size must be >= 1 (got {batch_size}, {chunk_size})")
+    output_path = Path(output_path)
+    output_kind(output_path)  # fail fast, before loading anything
+    input_path = _check_input(input_path)
+    smiles_column = resolve_smiles_column(input_path, smiles_column)
+
+    if model is None or processor is None:
+        loaded_model, loaded_processor, _ = load_for_inference(str(model_id), mode, revision)
+        model = model if model is not None else loaded_model
+        processor = processor if processor is not None else loaded_processor
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
-    num_proc = num_proc or max(1, (os.cpu_count() or 1))
+    num_proc = int(num_proc or default_num_proc())
 
     total = count_rows(input_path, smiles_column)
     config = model.config
+    names: list[str] | None = None
+    views = model.enabled_views() if (mode == "embed" and per_view) else []
     if mode == "embed":
-        columns = {"embedding": config.hidden_size}
-        if per_view:
-            for view in model.enabled_views():
-                columns[f"{view}_embedding"] = config.hidden_size
+        columns = {"embedding": int(config.hidden_size)}
+        for view in views:
+            columns[f"{view}_embedding"] = int(config.hidden_size)
     else:
-        columns = {"prediction": config.num_labels}
-    writer = _Writer(Path(output_path), total, columns, skip=on_error == "skip")
+        names = prediction_columns(config)
+        columns = {"prediction": len(names)}
+    writer = _Writer(output_path, total, columns, skip=on_error == "skip", mode=mode, prediction_names=names)
+
     bad_rows: list[dict[str, Any]] = []
-    featurize_s = model_s = 0.0
+    timings = {"featurize": 0.0, "collate": 0.0, "model": 0.0, "write": 0.0}
     offset = 0
-    progress = tqdm(total=total, desc=f"mmsa {mode}", unit="mol", disable=not show_progress)
-    for chunk in iter_smiles_chunks(input_path, smiles_column, chunk_size):
-        t0 = time.perf_counter()
-        records = processor.featurize(chunk, on_error="mask" if on_error != "raise" else "raise", num_proc=num_proc,
-                                      show_progress=False)
-        featurize_s += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        values = {name: np.full((len(chunk), width), np.nan, np.float32) for name, width in columns.items()}
-        for start in range(0, len(records), batch_size):
-            batch = processor.collate(records[start:start + batch_size])
-            inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-            outputs = model(**inputs)
-            rows = slice(start, start + len(records[start:start + batch_size]))
-            if mode == "embed":
-                values["embedding"][rows] = outputs.unified_embedding.float().cpu().numpy()
-                if per_view:
-                    for view in model.enabled_views():
-                        values[f"{view}_embedding"][rows] = outputs.view_embeddings[view].float().cpu().numpy()
-            else:
-                values["prediction"][rows] = model.predict_from_logits(outputs.logits).float().cpu().numpy()
-        model_s += time.perf_counter() - t0
-        valid = np.array([bool(r["valid"]) for r in records])
-        for local in np.flatnonzero(~valid):
-            bad_rows.append({"input_index": offset + int(local), "smiles": chunk[local]})
-            for name in values:
-                values[name][local] = np.nan
-        keep = valid if on_error == "skip" else np.ones(len(chunk), bool)
-        writer.write({k: v[keep] for k, v in values.items()}, np.arange(offset, offset + len(chunk))[keep],
-                     [r["smiles"] for r, k in zip(records, keep) if k], valid[keep])
-        offset += len(chunk)
-        progress.update(len(chunk))
+    progress = tqdm(total=total, desc=f"mmsa {mode}", unit="mol", disable=not show_progress, dynamic_ncols=True)
+    try:
+        for chunk in iter_smiles_chunks(input_path, smiles_column, chunk_size):
+            t0 = time.perf_counter()
+            with _quiet_processor_warnings():  # its chunk-local indices would mislead; the report has global ones
+                records = processor.featurize(chunk, on_error="mask", num_proc=num_proc, show_progress=False)
+            timings["featurize"] += time.perf_counter() - t0
+            valid = np.fromiter((bool(r["valid"]) for r in records), bool, len(records))
+            for local in np.flatnonzero(~valid):
+                index = offset + int(local)
+                reason = _bad_reason(processor, chunk[local])
+                if on_error == "raise":
+                    raise InferenceInputError(
+                        f"{input_path}: invalid molecule at row {index} ({chunk[local]!r}): {reason}. "
+                        "Pass --on-error mask or --on-error skip to continue past invalid molecules."
+                    )
+                bad_rows.append({"input_index": index, "smiles": chunk[local], "error": reason})
+
+            values = {name: np.full((len(chunk), width), np.nan, np.float32) for name, width in columns.items()}
+            good = [r for r in records if r["valid"]]
+            good_rows = np.flatnonzero(valid)
+            for start in range(0, len(good), batch_size):
+                t0 = time.perf_counter()
+                batch = processor.collate(good[start:start + batch_size])
+                inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+                t1 = time.perf_counter()
+                timings["collate"] += t1 - t0
+                rows = good_rows[start:start + batch_size]
+                with torch.inference_mode():
+                    outputs = model(**inputs)
+                    if mode == "embed":
+                        values["embedding"][rows] = outputs.unified_embedding.float().cpu().numpy()
+                        view_embeddings = outputs.view_embeddings
+                        for view in views:
+                            # a view no molecule of the batch has is a zero token (as for a single absent row)
+                            z = view_embeddings.get(view)
+                            values[f"{view}_embedding"][rows] = 0.0 if z is None else z.float().cpu().numpy()
+                    else:
+                        values["prediction"][rows] = model.predict_from_logits(outputs.logits).float().cpu().numpy()
+                timings["model"] += time.perf_counter() - t1
+
+            t0 = time.perf_counter()
+            keep = valid if on_error == "skip" else np.ones(len(chunk), bool)
+            writer.write(
+                {k: v[keep] for k, v in values.items()},
+                np.arange(offset, offset + len(chunk), dtype=np.int64)[keep],
+                [s for s, k in zip(chunk, keep) if k],
+                [r["smiles"] for r, k in zip(records, keep) if k],
+                valid[keep],
+            )
+            timings["write"] += time.perf_counter() - t0
+            offset += len(chunk)
+            progress.update(len(chunk))
+            if bad_rows:
+                progress.set_postfix(bad=len(bad_rows), refresh=False)
+        files = writer.close()
+    except BaseException:
+        progress.close()
+        writer.abort()
+        raise
     progress.close()
-    files = writer.close()
-    report = {
-        "model": model_id,
+
+    if offset != total:
+        raise InferenceInputError(f"read {offset} rows from {input_path} but counted {total} before")
+    wall = time.perf_counter() - wall
+    bad_indices = [row["input_index"] for row in bad_rows]
+    report: dict[str, Any] = {
+        "model": str(model_id),
         "input": str(input_path),
+        "smiles_column": smiles_column,
+        "output": str(output_path),
         "mode": mode,
         "rows": total,
         "rows_written": writer.rows_written,
+        "valid_rows": total - len(bad_rows),
         "on_error": on_error,
         "bad_rows": len(bad_rows),
+        "masked_indices": bad_indices if on_error == "mask" else [],
+        "skipped_indices": bad_indices if on_error == "skip" else [],
         "bad_row_details": bad_rows,
-        "featurize_seconds": featurize_s,
-        "model_seconds": model_s,
-        "molecules_per_s": total / max(featurize_s + model_s, 1e-9),
-        "model_molecules_per_s": total / max(model_s, 1e-9),
-        "featurize_molecules_per_s": total / max(featurize_s, 1e-9),
+        "columns": list(columns) if mode == "embed" else names,
+        "width": int(next(iter(columns.values()))),
+        "chunk_size": chunk_size,
+        "batch_size": batch_size,
         "num_proc": num_proc,
+        "device": str(device),
+        "torch_num_threads": torch.get_num_threads(),
+        "featurize_seconds": timings["featurize"],
+        "collate_seconds": timings["collate"],
+        "model_seconds": timings["model"],
+        "write_seconds": timings["write"],
+        "wall_seconds": wall,
+        "molecules_per_s": total / max(wall, 1e-9),
+        "featurize_molecules_per_s": total / max(timings["featurize"], 1e-9),
+        "model_molecules_per_s": (total - len(bad_rows)) / max(timings["model"], 1e-9),
         "files": files,
     }
-    report_path = Path(output_path).with_name(Path(output_path).stem + ".report.json")
-    report_path.write_text(json.dumps(report, indent=2))
+    rp = report_path(output_path)
+    report["files"] = sorted(set(files) | {str(rp)})
+    rp.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+__all__ = [
+    "InferenceInputError",
+    "run_inference",
+    "load_for_inference",
+    "iter_smiles_chunks",
+    "count_rows",
+    "prediction_columns",
+    "output_kind",
+    "report_path",
+    "sidecar_path",
+]

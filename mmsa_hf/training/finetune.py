@@ -206,6 +206,7 @@ def run_finetuning(args: FinetuneArguments) -> dict[str, Any]:
     train_labels = train_labels.reshape(len(featurized["train"]), -1).astype(np.float64)
     overrides: dict[str, Any] = {
         "num_labels": len(label_columns),
+        "id2label": dict(enumerate(label_columns)),  # task names, used by `mmsa predict` for its columns
         "problem_type": ("binary" if len(label_columns) == 1 else "multi_label") if task_type == "classification" else "regression",
     }
     if task_type == "regression":
