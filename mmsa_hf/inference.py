@@ -41,7 +41,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-SMILES_COLUMN_CANDIDATES = ("smiles", "SMILES", "Smiles", "mol", "canonical_smiles")
+from .data.corpus import SMILES_COLUMN_CANDIDATES  # one list for corpora and inference
+
 SMI_SUFFIXES = (".smi", ".smiles", ".txt")
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 OUTPUT_SUFFIXES = (".parquet", ".npy")
@@ -87,17 +88,13 @@ def _check_input(path: str | os.PathLike) -> Path:
 
 
 def _pick_column(columns: list[str], requested: str | None, path: Path) -> str:
-    if requested:
-        if requested not in columns:
-            raise InferenceInputError(f"input file {path} has no column {requested!r}; its columns are {columns}")
-        return requested
-    for candidate in SMILES_COLUMN_CANDIDATES:
-        if candidate in columns:
-            return candidate
-    raise InferenceInputError(
-        f"input file {path} has no SMILES column (looked for {', '.join(SMILES_COLUMN_CANDIDATES)}); its columns "
-        f"are {columns}. Name the column with --smiles-column."
-    )
+    """The SMILES column, chosen exactly as for pretraining corpora (``mmsa_hf.data.detect_smiles_column``)."""
+    from .data.corpus import detect_smiles_column
+
+    try:
+        return detect_smiles_column(columns, requested, source=f"input file {path}")
+    except ValueError as error:
+        raise InferenceInputError(f"{error}. Name the column with --smiles-column.") from None
 
 
 def resolve_smiles_column(path: str | os.PathLike, smiles_column: str | None) -> str | None:
