@@ -2,9 +2,12 @@
 """The headline MoleculeNet table: MMSA pretrained vs. from scratch vs. pretraining ablations,
 next to chemprop 2.3.1 and RF-ECFP4 measured on the same scaffold split.
 
-One command (about 75 minutes on a 2-core CPU box with the defaults below):
+One command reproduces the committed table on a 2-core CPU box:
 
     python benchmarks/moleculenet.py --jobs 2
+
+Time budget, measured: one-off featurization of the 8,000-molecule corpus subsample and the five sets
+(cached by ``datasets`` afterwards) 25–40 min; five pretraining runs 16 min; 90 fine-tuning runs 44 min.
 
 Stages (each skipped when its output exists, so an interrupted run resumes):
 1. pretrain five `small` models with the same corpus, steps and seed: the full model and four
@@ -47,6 +50,18 @@ ROW_LABELS = {
     "no_hypergraph": "(c) ablation: pretrained without hypergraph",
     "no_memory": "(c) ablation: pretrained without memory bank",
 }
+GAP_ANALYSIS = (
+    "**Why the targets are missed, and what we think would close the gap.** The CPU pretraining here is tiny: "
+    "600 steps × 64 molecules (about 5 passes over 8,000 molecules, 8 minutes), orders of magnitude below the "
+    "GraphMVP / Hu et al. scale (50k–2M molecules, 100 epochs). At this scale pretraining gives no gain over the "
+    "same architecture from scratch, and the ablation rows differ from each other by less than the seed spread "
+    "(std up to 4.7), so this run cannot rank the components. Fine-tuning was capped at 20 epochs (best epochs "
+    "of 14–18 on BACE and SIDER suggest under-training; the standard protocol uses 100). What we would do next: "
+    "pretrain the `base` preset on the 1.58M-molecule MOSES corpus on GPUs (`benchmarks/gpu_pretrain.sh` is the "
+    "smoke check), fine-tune for 100 epochs, and try `hypergraph_consistency_target=\"views\"` (the default "
+    "consistency term saturates at about 0.12 within 50 steps, so it teaches little). Selection stayed on "
+    "validation only; nothing was tuned on test."
+)
 README_BEGIN = "<!-- moleculenet-table:begin -->"
 README_END = "<!-- moleculenet-table:end -->"
 
@@ -114,7 +129,7 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--corpus", default="moleculenet")
     parser.add_argument("--max_molecules", type=int, default=8000)
-    parser.add_argument("--pretrain_steps", type=int, default=800)
+    parser.add_argument("--pretrain_steps", type=int, default=600)
     parser.add_argument("--pretrain_batch_size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=6)
@@ -159,8 +174,10 @@ def main() -> None:
             list(pool.map(finetune, jobs))
             timings["finetune_wall_s"] = time.time() - start
 
-    results = collect(args, work, timings)
     out = Path(args.results)
+    if args.table_only and out.with_suffix(".json").exists():  # keep the timings of the run that made the rows
+        timings = json.loads(out.with_suffix(".json").read_text()).get("timings", {})
+    results = collect(args, work, timings)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     table = render_markdown(results)
@@ -257,6 +274,8 @@ def collect(args: argparse.Namespace, work: Path, timings: dict[str, float]) -> 
         "reference_source": "../shared/data/baselines/README.md (chemprop 2.3.1 defaults, 50 epochs, best-val-loss "
                             "checkpoint; RF on ECFP4 2048 bits, 500 trees), same split, same kind of machine",
         "targets": targets,
+        "gap_analysis": GAP_ANALYSIS if targets and not (targets["met_chemprop_plus_2"]
+                                                         and targets.get("met_scratch_plus_2", True)) else None,
         "timings": timings,
     }
 
@@ -285,6 +304,9 @@ def render_markdown(results: dict) -> str:
             + (f", vs scratch + 2 = {t['target_scratch_plus_2']:.2f} "
                f"(**{'met' if t['met_scratch_plus_2'] else 'missed'}**)." if "target_scratch_plus_2" in t else ".")
         )
+        text.append("")
+    if t and not (t["met_chemprop_plus_2"] and t.get("met_scratch_plus_2", True)):
+        text.append(GAP_ANALYSIS)
         text.append("")
     pre = results["pretraining"].get("mmsa", {}).get("summary")
     if pre:
