@@ -34,6 +34,7 @@ from .moleculenet import (
     load_moleculenet_raw,
     scaffold_test_smiles,
 )
+from ._info import description_entry, rdkit_version
 from .splits import canonicalize_smiles
 
 logger = logging.getLogger(__name__)
@@ -81,13 +82,6 @@ def _canon_batch(smiles, cache_version=1, rdkit_version=""):
     return {"canonical_smiles": canonicalize_smiles(smiles)}
 
 
-def _rdkit_version() -> str:
-    try:
-        import rdkit
-
-        return rdkit.__version__
-    except Exception:  # pragma: no cover
-        return "unknown"
 
 
 def load_pretraining_corpus(
@@ -198,7 +192,7 @@ def load_pretraining_corpus(
                 input_columns=[col],
                 remove_columns=ds.column_names,
                 num_proc=num_proc,
-                fn_kwargs={"cache_version": 1, "rdkit_version": _rdkit_version()},
+                fn_kwargs={"cache_version": 1, "rdkit_version": rdkit_version()},
                 desc=f"canonicalising {Path(desc).name}",
             )
             canon = table["canonical_smiles"][:]
@@ -291,7 +285,7 @@ def load_pretraining_corpus(
         "dedupe": "RDKit canonical SMILES (Chem.MolToSmiles), first occurrence kept",
         "limit": limit,
         "on_error": on_error,
-        "rdkit_version": _rdkit_version(),
+        "rdkit_version": rdkit_version(),
     }
     logger.info("pretraining corpus %s: %s", desc_source, description["counts"])
     ds = _materialize(smiles, description, cache_dir)
@@ -333,7 +327,4 @@ def corpus_description(ds) -> dict | None:
     d = getattr(ds, "corpus_description", None)
     if d is not None:
         return d
-    try:
-        return json.loads(ds.info.description or "").get(CORPUS_DESCRIPTION_KEY)
-    except (ValueError, TypeError, AttributeError):
-        return None
+    return description_entry(ds, CORPUS_DESCRIPTION_KEY)

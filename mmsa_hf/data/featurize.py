@@ -41,6 +41,8 @@ import json
 import logging
 from typing import Any
 
+from ._info import description_entry, rdkit_version
+
 logger = logging.getLogger(__name__)
 
 FEATURIZE_FORMAT_VERSION = 1
@@ -117,13 +119,6 @@ def processor_fingerprint(processor) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _rdkit_version() -> str:
-    try:
-        import rdkit
-
-        return rdkit.__version__
-    except Exception:  # pragma: no cover
-        return "none"
 
 
 def _to_record_columns(records, np):
@@ -259,7 +254,7 @@ def featurize_dataset(
             "on_error": on_error,
             "smiles_column": smiles_column,
             "format": FEATURIZE_FORMAT_VERSION,
-            "rdkit": _rdkit_version(),
+            "rdkit": rdkit_version(),
         },
         sort_keys=True,
     )
@@ -358,7 +353,4 @@ def featurize_report(ds) -> dict | None:
     rep = getattr(ds, "featurize_report", None)
     if rep is not None:
         return rep
-    try:
-        return json.loads(ds.info.description or "").get(FEATURIZE_DESCRIPTION_KEY)
-    except (ValueError, TypeError, AttributeError):
-        return None
+    return description_entry(ds, FEATURIZE_DESCRIPTION_KEY)

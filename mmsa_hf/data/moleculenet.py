@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ._info import description_entry, rdkit_version
 from .splits import (
     SPLIT_KEYS,
     balanced_scaffold_split_from_scaffolds,
@@ -49,10 +50,6 @@ HF_SPLIT_NAMES = {"train": "train", "valid": "validation", "test": "test"}
 CACHE_VERSION = 1
 
 
-def _rdkit_version() -> str:
-    import rdkit
-
-    return rdkit.__version__
 
 
 __all__ = [
@@ -396,7 +393,7 @@ def _scaffold_table(base, name, num_proc):
             }
         ),
         num_proc=num_proc,
-        fn_kwargs={"cache_version": CACHE_VERSION, "rdkit_version": _rdkit_version()},
+        fn_kwargs={"cache_version": CACHE_VERSION, "rdkit_version": rdkit_version()},
         desc=f"{name}: RDKit canonical SMILES + scaffolds",
     )
 
@@ -559,11 +556,7 @@ def get_split_info(ds) -> dict | None:
         if not len(ds):
             return None
         ds = ds[next(iter(ds.keys()))]
-    try:
-        d = json.loads(ds.info.description or "")
-    except (ValueError, TypeError):
-        return None
-    return d.get(DESCRIPTION_KEY) if isinstance(d, dict) else None
+    return description_entry(ds, DESCRIPTION_KEY)
 
 
 def save_split(dsd, path: str | os.PathLike) -> dict[str, list[int]]:
