@@ -7,7 +7,10 @@
 * ``labels``: float32 ``[B, T]`` from ``label_columns`` (``NaN`` kept for missing labels), and
 * ``row_index``: long ``[B]`` (0-based data row of the source file).
 
-Importing this module does no RDKit work; collating decodes PNGs only.
+Only the processor's ``views`` are read back: a graph-only processor collates graph tensors only (no PNG
+decoding, no ``pos``), from a graph-only cache or from a full one.
+
+Importing this module does no RDKit work; collating decodes PNGs only (and only for the image view).
 """
 
 from __future__ import annotations
@@ -18,22 +21,36 @@ from typing import Any, Mapping, Sequence
 __all__ = ["MMSACollator", "row_to_record"]
 
 
-def row_to_record(row: Mapping[str, Any], input_index: int = 0) -> dict[str, Any]:
-    """One featurised dataset row -> the per-molecule record ``processor.collate`` expects."""
+ALL_VIEWS = ("graph", "image", "geometry")
+
+
+def row_to_record(row: Mapping[str, Any], input_index: int = 0, views: Sequence[str] = ALL_VIEWS) -> dict[str, Any]:
+    """One featurised dataset row -> the per-molecule record ``processor.collate`` expects, with the record keys
+    of ``views`` only (a graph-only record has no ``pos`` / ``conformer_status`` / ``image_png``). A row lacking
+    a requested view raises a ``KeyError`` naming the view."""
     import numpy as np
 
-    return {
+    record = {
         "atom_features": np.asarray(row["atom_features"], dtype=np.int64).reshape(-1, 9),
         "bond_features": np.asarray(row["bond_features"], dtype=np.int64).reshape(-1, 3),
         "edge_index": np.asarray(row["edge_index"], dtype=np.int64).reshape(2, -1),
         "atomic_numbers": np.asarray(row["atomic_numbers"], dtype=np.int64).reshape(-1),
-        "pos": np.asarray(row["pos"], dtype=np.float32).reshape(-1, 3),
-        "conformer_status": int(row["conformer_status"]),
-        "image_png": bytes(row["image_png"]),
-        "smiles": row.get("canonical_smiles", "") or "",
-        "valid": bool(row.get("valid", True)),
-        "input_index": int(input_index),
     }
+    try:
+        if "geometry" in views:
+            record["pos"] = np.asarray(row["pos"], dtype=np.float32).reshape(-1, 3)
+            record["conformer_status"] = int(row["conformer_status"])
+        if "image" in views:
+            record["image_png"] = bytes(row["image_png"])
+    except KeyError as missing:
+        view = "geometry" if missing.args[0] in ("pos", "conformer_status") else "image"
+        raise KeyError(
+            f"row has no {missing.args[0]!r} column, needed for the {view!r} view: the dataset was featurised "
+            f"without it (use a processor whose views match the featurisation)"
+        ) from None
+    record.update(smiles=row.get("canonical_smiles", "") or "", valid=bool(row.get("valid", True)),
+                  input_index=int(input_index))
+    return record
 
 
 def _label(value) -> float:
@@ -79,7 +96,8 @@ class MMSACollator:
         rows = self._rows(batch)
         if not rows:
             raise ValueError("MMSACollator: empty batch")
-        records = [row_to_record(r, i) for i, r in enumerate(rows)]
+        views = tuple(getattr(self.processor, "views", None) or ALL_VIEWS)
+        records = [row_to_record(r, i, views) for i, r in enumerate(rows)]
         out = self.processor.collate(records)
         if self.label_columns:
             missing = [c for c in self.label_columns if c not in rows[0]]

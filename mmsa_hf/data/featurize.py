@@ -18,6 +18,10 @@ column              Arrow type                   record field
 ``valid``           bool                         ``valid``
 =================== ============================ ===========================================
 
+A processor with fewer ``views`` stores fewer columns: a graph-only processor (``views=("graph",)``) writes no
+``pos``, ``conformer_status`` or ``image_png`` (and computes no conformer and no depiction); its fingerprint
+differs from the full processor's, so the two caches never mix.
+
 The input columns (``smiles`` as given, labels, ...) are kept, and ``row_index`` is kept or added
 (position in the input dataset). :class:`~mmsa_hf.data.MMSACollator` turns rows back into records.
 
@@ -58,6 +62,8 @@ RECORD_COLUMNS = (
     "canonical_smiles",
     "valid",
 )
+#: the record columns each optional view adds (a graph-only featurisation has none of them)
+VIEW_COLUMNS = {"image": ("image_png",), "geometry": ("pos", "conformer_status")}
 #: number of batches the featurisation map function has processed in this process (cache hits add 0)
 FEATURIZE_CALLS = 0
 
@@ -67,14 +73,30 @@ __all__ = [
     "record_features",
     "processor_fingerprint",
     "RECORD_COLUMNS",
+    "record_columns",
+    "processor_views",
 ]
 
+ALL_VIEWS = ("graph", "image", "geometry")
 
-def record_features():
-    """``datasets.Features`` of the record columns."""
+
+def processor_views(processor) -> tuple[str, ...]:
+    """The views ``processor`` computes (all three for a processor without a ``views`` setting)."""
+    return tuple(getattr(processor, "views", None) or ALL_VIEWS)
+
+
+def record_columns(views=ALL_VIEWS) -> tuple[str, ...]:
+    """The record columns stored for ``views`` (``RECORD_COLUMNS`` for all views), in ``RECORD_COLUMNS`` order."""
+    dropped = {c for view, cols in VIEW_COLUMNS.items() if view not in views for c in cols}
+    return tuple(c for c in RECORD_COLUMNS if c not in dropped)
+
+
+def record_features(views=ALL_VIEWS):
+    """``datasets.Features`` of the record columns of ``views`` (default: all)."""
     from datasets import Features, List, Value
 
-    return Features(
+    kept = record_columns(views)
+    every = (
         {
             "atom_features": List(List(Value("int16"), length=9)),
             "bond_features": List(List(Value("int8"), length=3)),
@@ -87,6 +109,7 @@ def record_features():
             "valid": Value("bool"),
         }
     )
+    return Features({c: every[c] for c in kept})
 
 
 #: processor settings that do not change the records (left out of the cache key)
@@ -121,16 +144,20 @@ def processor_fingerprint(processor) -> str:
 
 
 
-def _to_record_columns(records, np):
-    cols: dict[str, list] = {c: [] for c in RECORD_COLUMNS}
+def _to_record_columns(records, np, views=ALL_VIEWS):
+    """Records -> the column lists of ``record_columns(views)``."""
+    cols: dict[str, list] = {c: [] for c in record_columns(views)}
+    geometry, image = "pos" in cols, "image_png" in cols
     for r in records:
         cols["atom_features"].append(np.asarray(r["atom_features"], dtype=np.int16).reshape(-1, 9))
         cols["bond_features"].append(np.asarray(r["bond_features"], dtype=np.int8).reshape(-1, 3))
         cols["edge_index"].append(np.asarray(r["edge_index"], dtype=np.int32).reshape(2, -1))
         cols["atomic_numbers"].append(np.asarray(r["atomic_numbers"], dtype=np.int16).reshape(-1))
-        cols["pos"].append(np.asarray(r["pos"], dtype=np.float32).reshape(-1, 3))
-        cols["conformer_status"].append(int(r["conformer_status"]))
-        cols["image_png"].append(bytes(r["image_png"]))
+        if geometry:
+            cols["pos"].append(np.asarray(r["pos"], dtype=np.float32).reshape(-1, 3))
+            cols["conformer_status"].append(int(r["conformer_status"]))
+        if image:
+            cols["image_png"].append(bytes(r["image_png"]))
         cols["canonical_smiles"].append(r.get("smiles") or "")
         cols["valid"].append(bool(r.get("valid", True)))
     return cols
@@ -180,7 +207,7 @@ def _featurize_batch(batch, indices, processor, on_error, smiles_column, keep_co
     out = {c: [batch[c][k] for k in kept] for c in keep_columns}
     if not has_row_index:
         out["row_index"] = [int(row_index[k]) for k in kept]
-    out.update(_to_record_columns(records, np))
+    out.update(_to_record_columns(records, np, processor_views(processor)))
     return out
 
 
@@ -265,7 +292,7 @@ def featurize_dataset(
         {
             **{c: in_features[c] for c in keep_columns},
             **({} if has_row_index else {"row_index": datasets.Value("int64")}),
-            **record_features(),
+            **record_features(processor_views(processor)),
         }
     )
     if num_proc is not None and num_proc <= 1:

@@ -133,6 +133,24 @@ def _scatter_rows(values: torch.Tensor | None, index: torch.Tensor, total: int, 
     return out.index_copy(0, index, values)
 
 
+def _check_views_in_batch(model, modalities, pixel_values, pos, atomic_numbers) -> None:
+    """Raise a ``ValueError`` naming the view when ``model`` reads the image / geometry view (its encoder exists
+    and ``modalities`` allows it) but the batch lacks its inputs: a missing view is never filled with zeros."""
+    allowed = MODALITIES if modalities is None else modalities
+    needed = {
+        "image": (model.image_encoder, {"pixel_values": pixel_values}),
+        "geometry": (model.geometry_encoder, {"pos": pos, "atomic_numbers": atomic_numbers}),
+    }
+    for view, (encoder, inputs) in needed.items():
+        missing = [key for key, value in inputs.items() if value is None]
+        if encoder is not None and view in allowed and missing:
+            raise ValueError(
+                f"{type(model).__name__} reads the {view!r} view but the batch has no {', '.join(missing)}: "
+                f"featurize with a processor whose views include {view!r} (views_for_config(config)), or pass "
+                f"modalities without {view!r} to run without it"
+            )
+
+
 class MMSAModel(MMSAPreTrainedModel):
     r"""The MMSA backbone: three view encoders, projection to a common width, attention fusion, the memory bank
     and the structure-awareness hypergraph.
@@ -231,6 +249,7 @@ class MMSAModel(MMSAPreTrainedModel):
                 filled).
             output_attentions (`bool`, *optional*): return the fusion attention weights.
         """
+        _check_views_in_batch(self, modalities, pixel_values, pos, atomic_numbers)
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         device = atom_features.device

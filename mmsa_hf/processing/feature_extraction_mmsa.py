@@ -393,8 +393,10 @@ class MMSAFeatureExtractor(FeatureExtractionMixin):
 
     # ------------------------------------------------------------------ batching
     @staticmethod
-    def collate(records: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """Concatenate per-molecule records into the batched graph/3D arrays (global edge indices, batch, ptr)."""
+    def collate(records: Sequence[dict[str, Any]], geometry: bool = True) -> dict[str, np.ndarray]:
+        """Concatenate per-molecule records into the batched graph arrays (global edge indices, batch, ptr) and,
+        with `geometry`, the 3D arrays `pos [N, 3]` and `conformer_status [B]` (graph-only records need
+        `geometry=False`)."""
         atom_feats = [np.asarray(r["atom_features"], dtype=np.int64).reshape(-1, 9) for r in records]
         counts = np.asarray([len(a) for a in atom_feats], dtype=np.int64)
         ptr = np.zeros(len(records) + 1, dtype=np.int64)
@@ -403,11 +405,10 @@ class MMSAFeatureExtractor(FeatureExtractionMixin):
             np.asarray(r["edge_index"], dtype=np.int64).reshape(2, -1) + ptr[b] for b, r in enumerate(records)
         ]
         atomic_numbers = [np.asarray(r["atomic_numbers"], dtype=np.int64).reshape(-1) for r in records]
-        pos = [np.asarray(r["pos"], dtype=np.float32).reshape(-1, 3) for r in records]
-        for b, (a, z, p) in enumerate(zip(atom_feats, atomic_numbers, pos)):
-            if not len(a) == len(z) == len(p):
-                raise ValueError(f"record {b}: atom_features, atomic_numbers and pos disagree on the number of atoms")
-        return {
+        for b, (a, z) in enumerate(zip(atom_feats, atomic_numbers)):
+            if len(a) != len(z):
+                raise ValueError(f"record {b}: atom_features and atomic_numbers disagree on the number of atoms")
+        data = {
             "atom_features": np.concatenate(atom_feats),
             "bond_features": np.concatenate(
                 [np.asarray(r["bond_features"], dtype=np.int64).reshape(-1, 3) for r in records]
@@ -416,6 +417,19 @@ class MMSAFeatureExtractor(FeatureExtractionMixin):
             "batch": np.repeat(np.arange(len(records), dtype=np.int64), counts),
             "ptr": ptr,
             "atomic_numbers": np.concatenate(atomic_numbers),
+        }
+        if geometry:
+            data.update(MMSAFeatureExtractor._collate_geometry(records, counts))
+        return data
+
+    @staticmethod
+    def _collate_geometry(records: Sequence[dict[str, Any]], counts: np.ndarray) -> dict[str, np.ndarray]:
+        """`pos` float32 `[N, 3]` and `conformer_status` long `[B]`; `counts [B]` are the atoms per record."""
+        pos = [np.asarray(r["pos"], dtype=np.float32).reshape(-1, 3) for r in records]
+        for b, (p, n) in enumerate(zip(pos, counts)):
+            if len(p) != n:
+                raise ValueError(f"record {b}: atom_features, atomic_numbers and pos disagree on the number of atoms")
+        return {
             "pos": np.concatenate(pos),
             "conformer_status": np.asarray([int(r["conformer_status"]) for r in records], dtype=np.int64),
         }

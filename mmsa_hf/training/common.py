@@ -40,14 +40,35 @@ def resolve_model_config(config: str, overrides: dict[str, Any] | None = None):
     )
 
 
-def build_processor(image_size: int = 224, **feature_settings: Any):
-    """A default :class:`MMSAProcessor` with the given depiction size."""
+def build_processor(image_size: int = 224, views: Any = None, **feature_settings: Any):
+    """A default :class:`MMSAProcessor` with the given depiction size, computing ``views`` (default: all;
+    e.g. ``views_for_config(config)``)."""
     from ..processing import MMSAFeatureExtractor, MMSAImageProcessor, MMSAProcessor
 
     return MMSAProcessor(
         feature_extractor=MMSAFeatureExtractor(**feature_settings),
         image_processor=MMSAImageProcessor(image_size=image_size),
+        views=views,
     )
+
+
+#: what :func:`views_for_config` reads for each kind of model
+MODEL_READS = ("property", "backbone")
+
+
+def views_for_config(config, model: str = "property") -> tuple[str, ...]:
+    """The processor views a model built from ``config`` reads: ``"graph"`` always, then ``"image"`` /
+    ``"geometry"`` when the model reads them.
+
+    ``model="property"`` (fine-tuning, ``mmsa predict``): ``config.downstream_modalities``, e.g. ``("graph",)``
+    for the GraphMVP protocol. ``model="backbone"`` (pretraining, ablations, ``MMSAModel`` / ``mmsa embed``):
+    every enabled view (``use_image``, ``use_geometry``).
+    """
+    if model not in MODEL_READS:
+        raise ValueError(f"views_for_config: model={model!r}; use one of {MODEL_READS}")
+    enabled = list(config.enabled_modalities)
+    read = enabled if model == "backbone" else list(config.downstream_modalities or enabled)
+    return tuple(view for view in ("graph", "image", "geometry") if view == "graph" or view in read)
 
 
 def environment_info() -> dict[str, Any]:

@@ -53,7 +53,7 @@ def test_graph_only_protocol_reads_the_pooled_gin(tmp_path, batch):
     out.loss.backward()
     assert model.mmsa.graph_encoder.atom_encoder.embeddings[0].weight.grad is not None
     assert model.mmsa.image_encoder.resnet.embedder.embedder.convolution.weight.grad is None
-    torch.testing.assert_close(out.embeddings, model.mmsa(**graph_only, encoders_only=True).graph_pooled_output)
+    torch.testing.assert_close(out.embeddings, model.mmsa(**graph_only, modalities=["graph"], encoders_only=True).graph_pooled_output)
 
 
 def test_bce_masks_nan_labels_and_placeholder_rows(batch):
