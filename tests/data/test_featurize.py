@@ -148,3 +148,37 @@ def test_collator_matches_processor(hf_cache, processor):
     _assert_batches_equal(next(iter(loader)), batch)
     # without label columns: no labels key (pretraining)
     assert "labels" not in MMSACollator(processor)(rows)
+
+
+def test_graph_only_and_full_caches_are_kept_apart(small_csv, processor, monkeypatch):
+    """A graph-only processor writes its own cache (graph columns only) and never reads the full one."""
+    from rdkit.Chem import rdDistGeom
+    from rdkit.Chem.Draw import rdMolDraw2D
+
+    from mmsa_hf.data.featurize import record_columns
+
+    full = featurize_dataset(small_csv, processor, batch_size=4, on_error="mask")
+    graph_processor = MMSAProcessor(views=("graph",))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("graph-only featurisation embedded a conformer or drew a molecule")
+
+    monkeypatch.setattr(rdDistGeom, "EmbedMolecule", boom)
+    monkeypatch.setattr(rdMolDraw2D, "MolDraw2DCairo", boom)
+    calls_before = featurize_module.FEATURIZE_CALLS
+    graph = featurize_dataset(small_csv, graph_processor, batch_size=4, on_error="mask")
+    assert featurize_module.FEATURIZE_CALLS - calls_before == 2  # computed, not read from the full cache
+    assert {f["filename"] for f in graph.cache_files}.isdisjoint(f["filename"] for f in full.cache_files)
+    assert graph.featurize_report["fingerprint"] != full.featurize_report["fingerprint"]
+    assert set(record_columns(("graph",))) <= set(graph.column_names)
+    assert not {"pos", "conformer_status", "image_png"} & set(graph.column_names)
+    assert set(full.column_names) - set(graph.column_names) == {"pos", "conformer_status", "image_png"}
+
+    # graph-only rows, and full rows read by a graph-only collator, give the graph-only processor's batch
+    rows = [graph[i] for i in range(len(graph))]
+    expected = graph_processor(SMILES, on_error="mask")
+    _assert_batches_equal(MMSACollator(graph_processor)(rows), {**expected, "row_index": torch.arange(8)})
+    _assert_batches_equal(MMSACollator(graph_processor)([full[i] for i in range(len(full))]),
+                          {**expected, "row_index": torch.arange(8)})
+    with pytest.raises(KeyError, match="'pos' column, needed for the 'geometry' view"):
+        MMSACollator(processor)(rows)
