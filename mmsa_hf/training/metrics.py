@@ -63,3 +63,32 @@ def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str,
 def _as_2d(array: np.ndarray) -> np.ndarray:
     array = np.asarray(array, dtype=np.float64)
     return array[:, None] if array.ndim == 1 else array
+
+
+def paired_t_interval(treatment, control, confidence: float = 0.95) -> dict[str, Any]:
+    """Mean paired difference ``treatment - control`` with a Student-t confidence interval.
+
+    Pairs are matched by position (e.g. the same seed, split and data order). With ``n`` pairs,
+    differences ``d``: ``mean(d) ± t_{(1+confidence)/2, n-1} · std(d, ddof=1) / sqrt(n)``.
+
+    Returns:
+        ``mean``, ``std`` (ddof=1), ``se``, ``n``, ``low``, ``high``, ``confidence``, ``t_critical`` and
+        ``excludes_zero`` (the interval lies strictly above or below 0). With fewer than 2 pairs the
+        interval is NaN and ``excludes_zero`` is False.
+    """
+    from scipy.stats import t as student_t
+
+    diff = np.asarray(treatment, dtype=np.float64) - np.asarray(control, dtype=np.float64)
+    if diff.ndim != 1:
+        raise ValueError(f"paired_t_interval expects two 1-D sequences of equal length, got shape {diff.shape}")
+    n = int(diff.size)
+    mean = float(diff.mean()) if n else float("nan")
+    if n < 2:
+        return {"mean": mean, "std": float("nan"), "se": float("nan"), "n": n, "low": float("nan"),
+                "high": float("nan"), "confidence": confidence, "t_critical": float("nan"), "excludes_zero": False}
+    std = float(diff.std(ddof=1))
+    se = std / np.sqrt(n)
+    t_critical = float(student_t.ppf((1.0 + confidence) / 2.0, df=n - 1))
+    low, high = mean - t_critical * se, mean + t_critical * se
+    return {"mean": mean, "std": std, "se": float(se), "n": n, "low": float(low), "high": float(high),
+            "confidence": confidence, "t_critical": t_critical, "excludes_zero": bool(low > 0 or high < 0)}
