@@ -17,7 +17,7 @@ MAIN_EXAMPLES = """examples:
   mmsa pretrain --config small --output_dir runs/pretrain-small
   mmsa finetune --model runs/pretrain-small/final --dataset bbbp --seeds 0 1 2
   mmsa embed --model runs/pretrain-small/final --input molecules.csv --output emb.parquet
-  mmsa predict --model runs/finetune/seed_0/best --input library.smi --output predictions.parquet
+  mmsa predict --model runs/finetune/seed_0/best --input library.smi --output predictions.csv
   mmsa push --model runs/pretrain-small/final --repo-id my-org/mmsa-small
 
 run `mmsa COMMAND --help` for the options and examples of each command.
@@ -26,20 +26,27 @@ EMBED_EXAMPLES = """examples:
   mmsa embed --model runs/pretrain-small/final --input molecules.csv --smiles-column smiles --output emb.parquet
   mmsa embed --model my-org/mmsa-small --input library.smi --output emb.npy --per-view
   mmsa embed --model DIR --input big.csv.gz --output emb.parquet --on-error skip --num-proc 8 --chunk-size 4096
+  mmsa embed --model DIR --input molecules.csv --output emb.csv
 
 output: row i of the output is input row i. A bad SMILES gives a NaN row with valid=False (--on-error mask,
-the default), is left out (--on-error skip; the input_index column of a .parquet output, or <stem>.indices.npy
-next to a .npy output, says which input rows were written) or stops the run (--on-error raise). Every bad row
-is listed, with the reason, in <output>.report.json. With --per-view, a .npy output gets
-<stem>.graph_embedding.npy, <stem>.image_embedding.npy and <stem>.geometry_embedding.npy next to it.
+the default), is left out (--on-error skip; the input_index column of a .parquet or .csv output, or
+<stem>.indices.npy next to a .npy output, says which input rows were written) or stops the run (--on-error
+raise). Every bad row is listed, with the reason, in <output>.report.json. A .csv output spreads the embedding
+over embedding_0, embedding_1, ... columns. With --per-view, a .npy output gets <stem>.graph_embedding.npy,
+<stem>.image_embedding.npy and <stem>.geometry_embedding.npy next to it. Only the views the model reads are
+computed.
 """
 PREDICT_EXAMPLES = """examples:
-  mmsa predict --model runs/finetune/seed_0/best --input molecules.csv --output predictions.parquet
-  mmsa predict --model my-org/mmsa-bbbp --input library.smi --output predictions.npy --batch-size 256
+  mmsa predict --model runs/finetune/seed_0/best --input molecules.csv --output predictions.csv
+  mmsa predict --model my-org/mmsa-bbbp --input library.smi --output predictions.parquet --batch-size 256
 
-output: one column per task (named after config.id2label when the checkpoint stores the task names, else
-task_0, task_1, ...): probabilities for classification, values in label units for regression. Bad rows are
-handled as in `mmsa embed` (see `mmsa embed --help`); the column names are also in <output>.report.json.
+only the views the model reads are computed: a graph-only fine-tuned model (downstream_modalities ["graph"])
+needs no 3D conformer and no image, so featurization is RDKit graph work only.
+
+output (.csv, .parquet or .npy): one column per task (named after config.id2label when the checkpoint stores
+the task names, else task_0, task_1, ...): probabilities for classification, values in label units for
+regression. Bad rows are handled as in `mmsa embed` (see `mmsa embed --help`); the column names are also in
+<output>.report.json.
 """
 PUSH_EXAMPLES = """examples:
   mmsa push --model runs/pretrain-small/final --repo-id my-org/mmsa-small
@@ -68,7 +75,7 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smiles-column", default=None,
                         help="SMILES column of a table "
                              "(default: the first of smiles/SMILES/Smiles/mol/canonical_smiles)")
-    parser.add_argument("--output", required=True, help="output .parquet or .npy file")
+    parser.add_argument("--output", required=True, help="output .csv, .parquet or .npy file")
     parser.add_argument("--on-error", choices=["mask", "skip", "raise"], default="mask",
                         help="bad SMILES: mask (NaN row, valid=False; default), skip (row left out, indices saved) "
                              "or raise")

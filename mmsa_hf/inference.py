@@ -5,10 +5,14 @@ featurized with the checkpoint's processor (in parallel over ``num_proc`` cores)
 mode under ``torch.inference_mode()`` in batches of ``batch_size``, and written chunk by chunk, so memory stays
 flat in the input size.
 
+Only the views the model reads are computed (:func:`processor_for_model`): ``predict`` reads
+``config.downstream_modalities`` (a graph-only fine-tuned model: no conformer, no depiction), ``embed`` every
+enabled view of the backbone.
+
 Output row ``i`` is input row ``i`` (for ``.smi`` input: line ``i``, 0-based):
 
 * ``on_error="mask"`` (the default): a bad row is written with NaN values and ``valid=False``;
-* ``on_error="skip"``: a bad row is left out; the ``input_index`` column (Parquet) or the
+* ``on_error="skip"``: a bad row is left out; the ``input_index`` column (Parquet, CSV) or the
   ``<stem>.indices.npy`` file (NumPy) gives the input row of every written row;
 * ``on_error="raise"``: the first bad row stops the run (``InferenceInputError`` naming the row) and the partial
   outputs are removed.
@@ -19,6 +23,10 @@ Files written:
   (``""`` for a bad row), ``valid``, then ``embedding`` (a fixed-size list of ``hidden_size`` float32) and, with
   ``per_view``, ``graph_embedding`` / ``image_embedding`` / ``geometry_embedding``; for predictions one float32
   column per task (named after ``config.id2label`` when it holds real names, else ``task_0``, ``task_1``...).
+* ``.csv``: the Parquet columns as text (what chemprop writes and spreadsheets open); an embedding is spread over
+  ``embedding_0`` ... ``embedding_{hidden_size-1}`` (``graph_embedding_0`` ... with ``per_view``), refused above
+  :data:`MAX_CSV_VALUE_COLUMNS` columns; NaN is an empty cell; floats are written with 9 significant digits
+  (exact for float32).
 * ``.npy``: a float32 ``[rows, width]`` array (a memmap written in place, so the row count is counted first);
   per-view embeddings go to ``<stem>.<view>_embedding.npy`` and, under ``skip``, the input indices to
   ``<stem>.indices.npy``.
@@ -45,7 +53,10 @@ from .data.corpus import SMILES_COLUMN_CANDIDATES  # one list for corpora and in
 
 SMI_SUFFIXES = (".smi", ".smiles", ".txt")
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
-OUTPUT_SUFFIXES = (".parquet", ".npy")
+OUTPUT_SUFFIXES = (".parquet", ".npy", ".csv")
+#: the widest CSV output (value columns); wider embeddings go to .parquet or .npy
+MAX_CSV_VALUE_COLUMNS = 4096
+CSV_FLOAT_FORMAT = "%.9g"  # 9 significant digits round-trip float32 exactly
 PROPERTY_ARCHITECTURE = "MMSAForMolecularPropertyPrediction"
 _DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
 _FIXED_COLUMNS = ("input_index", "smiles", "canonical_smiles", "valid")
@@ -173,11 +184,12 @@ def count_rows(path: str | os.PathLike, smiles_column: str | None = None) -> int
 
 
 def output_kind(path: str | os.PathLike) -> str:
-    """``"parquet"`` or ``"npy"``; raises :class:`InferenceInputError` for anything else."""
+    """``"parquet"``, ``"npy"`` or ``"csv"``; raises :class:`InferenceInputError` for anything else."""
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise InferenceInputError(
-            f"output file {path}: unsupported extension {suffix or '(none)'!r}; use a .parquet or .npy file name"
+            f"output file {path}: unsupported extension {suffix or '(none)'!r}; use a .parquet, .npy or .csv "
+            "file name"
         )
     return suffix[1:]
 
@@ -204,6 +216,66 @@ def prediction_columns(config) -> list[str]:
         # a task named like a fixed output column gets a prefix
         return [f"prediction_{name}" if name in _FIXED_COLUMNS else name for name in names]
     return [f"task_{i}" for i in range(n)]
+
+
+def csv_value_columns(columns: dict[str, int], prediction_names: list[str] | None) -> list[str]:
+    """The value columns of a CSV output: the task names, or ``<name>_<j>`` for each embedding dimension."""
+    if prediction_names is not None:
+        return list(prediction_names)
+    return [f"{name}_{j}" for name, width in columns.items() for j in range(width)]
+
+
+class _CsvWriter:
+    """Writes a ``.csv`` chunk by chunk: the fixed columns, then one column per task or embedding dimension."""
+
+    def __init__(self, output: Path, columns: dict[str, int], prediction_names: list[str] | None):
+        self.output, self.columns = output, columns
+        self.value_columns = csv_value_columns(columns, prediction_names)
+        if len(self.value_columns) > MAX_CSV_VALUE_COLUMNS:
+            raise InferenceInputError(
+                f"output file {output}: {len(self.value_columns)} value columns is too wide for a CSV "
+                f"(at most {MAX_CSV_VALUE_COLUMNS}); write a .parquet or .npy file instead"
+            )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        self.created = [output]
+        self.handle = open(output, "w", newline="")
+        self.handle.write(",".join(_csv_quote(c) for c in (*_FIXED_COLUMNS, *self.value_columns)) + "\n")
+        self.rows_written = 0
+
+    def write(self, values: dict[str, np.ndarray], input_index: np.ndarray, smiles: list[str],
+              canonical: list[str], valid: np.ndarray) -> None:
+        """Append one chunk: ``values[name]`` float32 ``[n, width]`` in ``columns`` order."""
+        import pandas as pd
+
+        matrix = np.concatenate([np.asarray(values[name], np.float32).reshape(len(input_index), -1)
+                                 for name in self.columns], axis=1)
+        frame = pd.DataFrame(matrix, columns=self.value_columns)
+        for position, (name, column) in enumerate(zip(_FIXED_COLUMNS, (input_index, smiles, canonical, valid))):
+            frame.insert(position, name, column)
+        frame.to_csv(self.handle, header=False, index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
+        self.rows_written += len(input_index)
+
+    def close(self) -> list[str]:
+        """Finish the file; return its path."""
+        self.handle.close()
+        return [str(self.output)]
+
+    def abort(self) -> None:
+        """Remove the partial file (after an error)."""
+        self.handle.close()
+        self.output.unlink(missing_ok=True)
+
+
+def _csv_quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"' if any(c in name for c in ',"\n') else name
+
+
+def _open_writer(output: Path, total_rows: int, columns: dict[str, int], skip: bool, mode: str,
+                 prediction_names: list[str] | None):
+    """The writer for ``output``'s format (see the module docstring)."""
+    if output_kind(output) == "csv":
+        return _CsvWriter(output, columns, prediction_names)
+    return _Writer(output, total_rows, columns, skip, mode, prediction_names)
 
 
 class _Writer:
@@ -365,6 +437,21 @@ def load_for_inference(model_id: str, mode: str = "embed", revision: str | None 
     return model, processor, directory
 
 
+def processor_for_model(processor, model, mode: str = "predict"):
+    """``processor`` computing exactly the views ``model`` reads in ``mode`` (a copy when they differ).
+
+    ``"predict"`` reads ``config.downstream_modalities`` (``("graph",)`` for a graph-only fine-tuned model: no
+    conformer embedding, no drawing); ``"embed"`` runs the ``MMSAModel`` backbone, which reads every enabled view.
+    A processor without a ``views`` setting (older remote code) is returned as is.
+    """
+    from .training.common import views_for_config
+
+    views = views_for_config(model.config, "property" if mode == "predict" else "backbone")
+    if not hasattr(processor, "with_views") or tuple(processor.views) == views:
+        return processor
+    return processor.with_views(views)
+
+
 def _bad_reason(processor, smiles: str) -> str:
     try:
         processor.featurize_one(smiles)
@@ -412,148 +499,171 @@ def run_inference(
 ) -> dict[str, Any]:
     """Embed (``mode="embed"``) or predict (``mode="predict"``) every molecule of ``input_path``.
 
-    ``model`` / ``processor`` may be given already loaded (then ``model_id`` is only recorded in the report).
-    Returns (and writes as ``<output>.report.json``) the report; see the module docstring for the files.
+    ``model`` / ``processor`` may be given already loaded (then ``model_id`` is only recorded in the report); the
+    processor computes only the views the model reads (:func:`processor_for_model`). Returns (and writes as
+    ``<output>.report.json``) the report; see the module docstring for the files.
     """
-    from tqdm.auto import tqdm
-
     wall = time.perf_counter()
+    _check_options(mode, on_error, batch_size, chunk_size)
+    output_path = Path(output_path)
+    output_kind(output_path)  # fail fast, before loading anything
+    input_path = _check_input(input_path)
+    smiles_column = resolve_smiles_column(input_path, smiles_column)
+    if model is None or processor is None:
+        loaded_model, loaded_processor, _ = load_for_inference(str(model_id), mode, revision)
+        model = model if model is not None else loaded_model
+        processor = processor if processor is not None else loaded_processor
+    processor = processor_for_model(processor, model, mode)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device).eval()
+    run = _InferenceRun(model, processor, mode, per_view, device, batch_size,
+                        int(num_proc or default_num_proc()), on_error)
+    total = count_rows(input_path, smiles_column)
+    writer = _open_writer(output_path, total, run.columns, skip=on_error == "skip", mode=mode,
+                          prediction_names=run.names)
+    rows, files = _stream(run, writer, iter_smiles_chunks(input_path, smiles_column, chunk_size), input_path,
+                          total, show_progress)
+    if rows != total:
+        raise InferenceInputError(f"read {rows} rows from {input_path} but counted {total} before")
+    settings = {"model": str(model_id), "input": str(input_path), "smiles_column": smiles_column,
+                "output": str(output_path), "chunk_size": chunk_size}
+    report = run.report(settings, total, writer.rows_written, time.perf_counter() - wall)
+    rp = report_path(output_path)
+    report["files"] = sorted(set(files) | {str(rp)})
+    rp.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _check_options(mode: str, on_error: str, batch_size: int, chunk_size: int) -> None:
     if on_error not in ("mask", "skip", "raise"):
         raise InferenceInputError(f"on_error={on_error!r}: use 'mask', 'skip' or 'raise'")
     if mode not in ("embed", "predict"):
         raise InferenceInputError(f"mode={mode!r}: use 'embed' or 'predict'")
     if batch_size < 1 or chunk_size < 1:
         raise InferenceInputError(f"batch_size and chunk_size must be >= 1 (got {batch_size}, {chunk_size})")
-    output_path = Path(output_path)
-    output_kind(output_path)  # fail fast, before loading anything
-    input_path = _check_input(input_path)
-    smiles_column = resolve_smiles_column(input_path, smiles_column)
 
-    if model is None or processor is None:
-        loaded_model, loaded_processor, _ = load_for_inference(str(model_id), mode, revision)
-        model = model if model is not None else loaded_model
-        processor = processor if processor is not None else loaded_processor
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(device).eval()
-    num_proc = int(num_proc or default_num_proc())
 
-    total = count_rows(input_path, smiles_column)
-    config = model.config
-    names: list[str] | None = None
-    views = model.enabled_views() if (mode == "embed" and per_view) else []
-    if mode == "embed":
-        columns = {"embedding": int(config.hidden_size)}
-        for view in views:
-            columns[f"{view}_embedding"] = int(config.hidden_size)
-    else:
-        names = prediction_columns(config)
-        columns = {"prediction": len(names)}
-    writer = _Writer(output_path, total, columns, skip=on_error == "skip", mode=mode, prediction_names=names)
+def _stream(run: _InferenceRun, writer, chunks: Iterator[list[str]], input_path: Path, total: int,
+            show_progress: bool) -> tuple[int, list[str]]:
+    """Featurize, run and write every chunk, then close the writer; returns the number of input rows read and
+    the files written. Removes the outputs and re-raises on any error."""
+    from tqdm.auto import tqdm
 
-    bad_rows: list[dict[str, Any]] = []
-    timings = {"featurize": 0.0, "collate": 0.0, "model": 0.0, "write": 0.0}
     offset = 0
-    progress = tqdm(total=total, desc=f"mmsa {mode}", unit="mol", disable=not show_progress, dynamic_ncols=True)
+    progress = tqdm(total=total, desc=f"mmsa {run.mode}", unit="mol", disable=not show_progress, dynamic_ncols=True)
     try:
-        for chunk in iter_smiles_chunks(input_path, smiles_column, chunk_size):
-            t0 = time.perf_counter()
-            with _quiet_processor_warnings():  # its chunk-local indices would mislead; the report has global ones
-                records = processor.featurize(chunk, on_error="mask", num_proc=num_proc, show_progress=False)
-            timings["featurize"] += time.perf_counter() - t0
-            valid = np.fromiter((bool(r["valid"]) for r in records), bool, len(records))
-            for local in np.flatnonzero(~valid):
-                index = offset + int(local)
-                reason = _bad_reason(processor, chunk[local])
-                if on_error == "raise":
-                    raise InferenceInputError(
-                        f"{input_path}: invalid molecule at row {index} ({chunk[local]!r}): {reason}. "
-                        "Pass --on-error mask or --on-error skip to continue past invalid molecules."
-                    )
-                bad_rows.append({"input_index": index, "smiles": chunk[local], "error": reason})
-
-            values = {name: np.full((len(chunk), width), np.nan, np.float32) for name, width in columns.items()}
-            good = [r for r in records if r["valid"]]
-            good_rows = np.flatnonzero(valid)
-            for start in range(0, len(good), batch_size):
-                t0 = time.perf_counter()
-                batch = processor.collate(good[start:start + batch_size])
-                inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-                t1 = time.perf_counter()
-                timings["collate"] += t1 - t0
-                rows = good_rows[start:start + batch_size]
-                with torch.inference_mode():
-                    outputs = model(**inputs)
-                    if mode == "embed":
-                        values["embedding"][rows] = outputs.unified_embedding.float().cpu().numpy()
-                        view_embeddings = outputs.view_embeddings
-                        for view in views:
-                            # a view no molecule of the batch has is a zero token (as for a single absent row)
-                            z = view_embeddings.get(view)
-                            values[f"{view}_embedding"][rows] = 0.0 if z is None else z.float().cpu().numpy()
-                    else:
-                        values["prediction"][rows] = model.predict_from_logits(outputs.logits).float().cpu().numpy()
-                timings["model"] += time.perf_counter() - t1
-
-            t0 = time.perf_counter()
-            keep = valid if on_error == "skip" else np.ones(len(chunk), bool)
-            writer.write(
-                {k: v[keep] for k, v in values.items()},
-                np.arange(offset, offset + len(chunk), dtype=np.int64)[keep],
-                [s for s, k in zip(chunk, keep) if k],
-                [r["smiles"] for r, k in zip(records, keep) if k],
-                valid[keep],
-            )
-            timings["write"] += time.perf_counter() - t0
+        for chunk in chunks:
+            run.process_chunk(chunk, offset, writer, input_path)
             offset += len(chunk)
             progress.update(len(chunk))
-            if bad_rows:
-                progress.set_postfix(bad=len(bad_rows), refresh=False)
+            if run.bad_rows:
+                progress.set_postfix(bad=len(run.bad_rows), refresh=False)
         files = writer.close()
     except BaseException:
-        progress.close()
         writer.abort()
         raise
-    progress.close()
+    finally:
+        progress.close()
+    return offset, files
 
-    if offset != total:
-        raise InferenceInputError(f"read {offset} rows from {input_path} but counted {total} before")
-    wall = time.perf_counter() - wall
-    bad_indices = [row["input_index"] for row in bad_rows]
-    report: dict[str, Any] = {
-        "model": str(model_id),
-        "input": str(input_path),
-        "smiles_column": smiles_column,
-        "output": str(output_path),
-        "mode": mode,
-        "rows": total,
-        "rows_written": writer.rows_written,
-        "valid_rows": total - len(bad_rows),
-        "on_error": on_error,
-        "bad_rows": len(bad_rows),
-        "masked_indices": bad_indices if on_error == "mask" else [],
-        "skipped_indices": bad_indices if on_error == "skip" else [],
-        "bad_row_details": bad_rows,
-        "columns": list(columns) if mode == "embed" else names,
-        "width": int(next(iter(columns.values()))),
-        "chunk_size": chunk_size,
-        "batch_size": batch_size,
-        "num_proc": num_proc,
-        "device": str(device),
-        "torch_num_threads": torch.get_num_threads(),
-        "featurize_seconds": timings["featurize"],
-        "collate_seconds": timings["collate"],
-        "model_seconds": timings["model"],
-        "write_seconds": timings["write"],
-        "wall_seconds": wall,
-        "molecules_per_s": total / max(wall, 1e-9),
-        "featurize_molecules_per_s": total / max(timings["featurize"], 1e-9),
-        "model_molecules_per_s": (total - len(bad_rows)) / max(timings["model"], 1e-9),
-        "files": files,
-    }
-    rp = report_path(output_path)
-    report["files"] = sorted(set(files) | {str(rp)})
-    rp.write_text(json.dumps(report, indent=2) + "\n")
-    return report
+
+class _InferenceRun:
+    """The per-chunk work of :func:`run_inference`: featurize (only the processor's views), run the model in
+    batches, write; keeps the bad rows and the stage timings for the report."""
+
+    def __init__(self, model, processor, mode: str, per_view: bool, device, batch_size: int, num_proc: int,
+                 on_error: str):
+        self.model, self.processor, self.mode, self.device = model, processor, mode, device
+        self.batch_size, self.num_proc, self.on_error = batch_size, num_proc, on_error
+        config = model.config
+        self.views = model.enabled_views() if (mode == "embed" and per_view) else []
+        self.names: list[str] | None = None
+        if mode == "embed":
+            self.columns = {"embedding": int(config.hidden_size)}
+            self.columns.update({f"{view}_embedding": int(config.hidden_size) for view in self.views})
+        else:
+            self.names = prediction_columns(config)
+            self.columns = {"prediction": len(self.names)}
+        self.bad_rows: list[dict[str, Any]] = []
+        self.timings = {"featurize": 0.0, "collate": 0.0, "model": 0.0, "write": 0.0}
+
+    def process_chunk(self, chunk: list[str], offset: int, writer, input_path: Path) -> None:
+        """Featurize ``chunk`` (input rows ``offset...``), record its bad rows, run the model, write the rows."""
+        t0 = time.perf_counter()
+        with _quiet_processor_warnings():  # its chunk-local indices would mislead; the report has global ones
+            records = self.processor.featurize(chunk, on_error="mask", num_proc=self.num_proc, show_progress=False)
+        self.timings["featurize"] += time.perf_counter() - t0
+        valid = np.fromiter((bool(r["valid"]) for r in records), bool, len(records))
+        self._record_bad_rows(chunk, offset, valid, input_path)
+        values = {name: np.full((len(chunk), width), np.nan, np.float32) for name, width in self.columns.items()}
+        good = [r for r in records if r["valid"]]
+        good_rows = np.flatnonzero(valid)
+        for start in range(0, len(good), self.batch_size):
+            self._run_batch(good[start:start + self.batch_size], good_rows[start:start + self.batch_size], values)
+        t0 = time.perf_counter()
+        keep = valid if self.on_error == "skip" else np.ones(len(chunk), bool)
+        writer.write(
+            {k: v[keep] for k, v in values.items()},
+            np.arange(offset, offset + len(chunk), dtype=np.int64)[keep],
+            [s for s, k in zip(chunk, keep) if k],
+            [r["smiles"] for r, k in zip(records, keep) if k],
+            valid[keep],
+        )
+        self.timings["write"] += time.perf_counter() - t0
+
+    def _record_bad_rows(self, chunk: list[str], offset: int, valid: np.ndarray, input_path: Path) -> None:
+        for local in np.flatnonzero(~valid):
+            index = offset + int(local)
+            reason = _bad_reason(self.processor, chunk[local])
+            if self.on_error == "raise":
+                raise InferenceInputError(
+                    f"{input_path}: invalid molecule at row {index} ({chunk[local]!r}): {reason}. "
+                    "Pass --on-error mask or --on-error skip to continue past invalid molecules."
+                )
+            self.bad_rows.append({"input_index": index, "smiles": chunk[local], "error": reason})
+
+    def _run_batch(self, records: list[dict], rows: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        """Collate ``records`` and write the model outputs into ``values[name][rows]`` (float32 ``[n, width]``)."""
+        t0 = time.perf_counter()
+        batch = self.processor.collate(records)
+        inputs = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        t1 = time.perf_counter()
+        self.timings["collate"] += t1 - t0
+        with torch.inference_mode():
+            outputs = self.model(**inputs)
+            if self.mode == "predict":
+                values["prediction"][rows] = self.model.predict_from_logits(outputs.logits).float().cpu().numpy()
+            else:
+                values["embedding"][rows] = outputs.unified_embedding.float().cpu().numpy()
+                for view in self.views:
+                    # a view no molecule of the batch has is a zero token (as for a single absent row)
+                    z = outputs.view_embeddings.get(view)
+                    values[f"{view}_embedding"][rows] = 0.0 if z is None else z.float().cpu().numpy()
+        self.timings["model"] += time.perf_counter() - t1
+
+    def report(self, settings: dict[str, Any], total: int, rows_written: int, wall: float) -> dict[str, Any]:
+        """The ``<output>.report.json`` content (``files`` is set by the caller)."""
+        bad_indices = [row["input_index"] for row in self.bad_rows]
+        timings = self.timings
+        return {
+            **{k: settings[k] for k in ("model", "input", "smiles_column", "output")},
+            "mode": self.mode, "rows": total, "rows_written": rows_written,
+            "valid_rows": total - len(self.bad_rows), "on_error": self.on_error, "bad_rows": len(self.bad_rows),
+            "masked_indices": bad_indices if self.on_error == "mask" else [],
+            "skipped_indices": bad_indices if self.on_error == "skip" else [],
+            "bad_row_details": self.bad_rows,
+            "columns": list(self.columns) if self.mode == "embed" else self.names,
+            "width": int(next(iter(self.columns.values()))),
+            "views": list(getattr(self.processor, "views", ("graph", "image", "geometry"))),
+            "chunk_size": settings["chunk_size"], "batch_size": self.batch_size, "num_proc": self.num_proc,
+            "device": str(self.device), "torch_num_threads": torch.get_num_threads(),
+            **{f"{stage}_seconds": seconds for stage, seconds in timings.items()},
+            "wall_seconds": wall,
+            "molecules_per_s": total / max(wall, 1e-9),
+            "featurize_molecules_per_s": total / max(timings["featurize"], 1e-9),
+            "model_molecules_per_s": (total - len(self.bad_rows)) / max(timings["model"], 1e-9),
+            "files": [],
+        }
 
 
 __all__ = [
@@ -564,6 +674,7 @@ __all__ = [
     "count_rows",
     "prediction_columns",
     "output_kind",
+    "processor_for_model",
     "report_path",
     "sidecar_path",
 ]

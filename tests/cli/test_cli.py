@@ -266,8 +266,8 @@ def test_csv_without_smiles_column(tmp_path, pretrain_dir, inputs, capsys):
 
 def test_unsupported_output_extension(tmp_path, pretrain_dir, inputs, capsys):
     code, _, err = _run_main(["embed", "--model", pretrain_dir, "--input", inputs["csv"],
-                              "--output", tmp_path / "emb.csv"], capsys)
-    assert code == 2 and "emb.csv" in err and ".parquet or .npy" in err
+                              "--output", tmp_path / "emb.txt"], capsys)
+    assert code == 2 and "emb.txt" in err and ".parquet, .npy or .csv" in err
 
 
 def test_raise_policy_names_the_row_and_removes_partial_output(tmp_path, pretrain_dir, inputs, capsys):
