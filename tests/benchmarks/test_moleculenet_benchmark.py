@@ -1,0 +1,99 @@
+"""benchmarks/moleculenet.py on a tiny checkpoint and 24 molecules a split: resume, pool, selection, table."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from benchmarks import moleculenet as bench  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny random pretraining checkpoint, a datasets cache and a features folder shared by the runs."""
+    import datasets
+
+    from mmsa_hf.modeling import MMSAConfig, MMSAForPretraining
+
+    root = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    MMSAForPretraining(MMSAConfig.from_preset("tiny")).save_pretrained(root / "ckpt")
+    old = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = str(root / "datasets_cache")
+    yield root
+    datasets.config.HF_DATASETS_CACHE = old
+
+
+def _argv(root: Path, results: str, *extra: str) -> list[str]:
+    return ["--pretrained_model", str(root / "ckpt"), "--datasets", "bbbp", "--seeds", "0", "1",
+            "--backbone_lrs", "1e-3", "1e-4", "--epochs", "2", "--max_molecules_per_split", "24",
+            "--work_dir", str(root / "work"), "--results", str(root / results), "--no_readme", *extra]
+
+
+def _without_timing(results: dict) -> dict:
+    cells = {k: {f: v for f, v in c.items() if f not in bench.TIMING_KEYS} for k, c in results["cells"].items()}
+    return {**{k: v for k, v in results.items() if k not in ("timings", "throughput", "results_file")},
+            "cells": cells}
+
+
+def test_killed_run_resumes_only_the_missing_cells_and_matches_an_uninterrupted_pooled_run(setup):
+    whole = bench.main(_argv(setup, "whole", "--workers", "2"))
+    assert len(whole["computed"]) == 8  # 2 rows x 1 set x 2 seeds x 2 rates, in 2 spawned workers
+    first = bench.main(_argv(setup, "resumed", "--workers", "1", "--max_cells", "3"))
+    on_disk = json.loads((setup / "resumed.json").read_text())
+    assert sorted(on_disk["cells"]) == sorted(first["computed"]) and len(first["computed"]) == 3
+    second = bench.main(_argv(setup, "resumed", "--workers", "1"))
+    assert set(second["computed"]) == set(whole["computed"]) - set(first["computed"])
+    resumed = json.loads((setup / "resumed.json").read_text())
+    reference = json.loads((setup / "whole.json").read_text())
+    assert _without_timing(resumed) == _without_timing(reference)
+    assert bench.main(_argv(setup, "resumed", "--workers", "1"))["computed"] == []
+
+
+def test_cells_hold_both_test_metrics_and_pretrained_and_scratch_are_paired(setup):
+    results = json.loads((setup / "whole.json").read_text())
+    cell = results["cells"][bench.cell_key("pretrained", "bbbp", 0, 1e-3)]
+    assert cell["last_epoch"] == 1 and cell["best_epoch"] in (0, 1) and len(cell["curves"]) == 2
+    assert 0 <= cell["test"]["roc_auc"] <= 1 and 0 <= cell["last_test"]["roc_auc"] <= 1
+    diff = results["summary"]["paired_difference_vs_scratch"]["pretrained"]["test"]
+    rows = results["summary"]["rows"]
+    a, b = rows["pretrained"]["average"]["test"]["per_seed"], rows["scratch"]["average"]["test"]["per_seed"]
+    assert diff["n"] == 2 and diff["mean"] == pytest.approx(sum(a[s] - b[s] for s in a) / 2)
+    table = (setup / "whole.md").read_text()
+    assert "best-validation epoch" in table.splitlines()[0] and "95 % CI" in table and "chemprop" in table
+
+
+def test_a_protocol_change_is_refused_instead_of_mixing_cells(setup):
+    with pytest.raises(SystemExit, match="another protocol"):
+        bench.main(_argv(setup, "whole", "--workers", "1", "--head_lr", "3e-3"))
+
+
+def _cell(lr: float, seed: int, val: float, test: float, row: str = "pretrained") -> dict:
+    return {"row": row, "dataset": "bace", "seed": seed, "backbone_lr": lr, "best_epoch": 3,
+            "validation": {"roc_auc": val}, "test": {"roc_auc": test}, "last_test": {"roc_auc": test - 0.01}}
+
+
+def test_backbone_rate_is_chosen_on_validation_even_when_test_disagrees():
+    cells = [_cell(1e-3, 0, 0.80, 0.90), _cell(1e-3, 1, 0.82, 0.91),   # better test, worse validation
+             _cell(1e-4, 0, 0.85, 0.70), _cell(1e-4, 1, 0.86, 0.72)]   # better validation
+    lr, means = bench.select_backbone_lr(cells)
+    assert lr == 1e-4 and means == {"0.0001": pytest.approx(0.855), "0.001": pytest.approx(0.81)}
+    results = {"cells": {str(i): c for i, c in enumerate(cells)}}
+    row = bench.summarise_row(results, "pretrained", ["bace"])
+    assert row["datasets"]["bace"]["backbone_lr"] == 1e-4
+    assert row["datasets"]["bace"]["test"]["mean"] == pytest.approx(71.0)
+
+
+def test_selection_compares_rates_on_the_seeds_they_share_and_ignores_nan():
+    cells = [_cell(1e-3, 0, 0.80, 0.9), _cell(1e-3, 1, 0.70, 0.9), _cell(1e-4, 0, 0.79, 0.7),
+             _cell(3e-4, 0, math.nan, 0.99), _cell(3e-4, 1, math.nan, 0.99)]
+    lr, means = bench.select_backbone_lr(cells)  # seed 0 only: 0.80 vs 0.79
+    assert lr == 1e-3 and means["0.001"] == pytest.approx(0.80)
