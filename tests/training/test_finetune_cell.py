@@ -1,0 +1,122 @@
+"""The per-cell fine-tuning loop: LR schedule per step, clipping, best/last epoch, paired initialisation,
+and the pre-collated graph batches against the row collator."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmsa_hf.training import finetune as ft
+
+
+@pytest.fixture(autouse=True)
+def _datasets_cache(training_cache, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", training_cache)
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from mmsa_hf.modeling import MMSAConfig, MMSAForPretraining
+
+    path = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    MMSAForPretraining(MMSAConfig.from_preset("tiny")).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture()
+def data(bbbp_subset_csv, tmp_path):
+    args = ft.parse_args(["--from_scratch", "--config", "tiny", "--dataset", str(bbbp_subset_csv),
+                          "--label_columns", "p_np", "--task_type", "classification", "--split", "random",
+                          "--downstream_modalities", "graph", "--output_dir", str(tmp_path)])
+    return ft.prepare_data(args)
+
+
+def _expected_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return step / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+def test_learning_rates_follow_linear_warmup_then_cosine_for_both_groups(data):
+    model = ft.build_model(None, "tiny", data["overrides"], seed=0)
+    settings = ft.CellSettings(epochs=3, batch_size=16, learning_rate=1e-3, backbone_learning_rate=1e-4,
+                               warmup_ratio=0.2, log_steps=True)
+    out = ft.finetune_cell(model, data["splits"], "classification", settings, seed=0)
+    steps_per_epoch = math.ceil(len(data["splits"]["train"]) / 16)
+    total = 3 * steps_per_epoch
+    warmup = int(0.2 * total)
+    assert len(out["steps"]) == total and warmup >= 2
+    for step, logged in enumerate(out["steps"]):
+        factor = _expected_factor(step, warmup, total)
+        assert logged["lr"] == pytest.approx([1e-4 * factor, 1e-3 * factor], abs=1e-12), step
+    assert out["steps"][warmup]["lr"][1] == pytest.approx(1e-3)  # the peak, right after warmup
+
+
+def test_gradients_are_clipped_to_max_grad_norm_before_each_step(data, monkeypatch):
+    seen = []
+    original = torch.optim.Adam.step
+
+    def spying_step(self, *args, **kwargs):
+        grads = [p.grad.detach().flatten() for g in self.param_groups for p in g["params"] if p.grad is not None]
+        seen.append(float(torch.cat(grads).norm()))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spying_step)
+    model = ft.build_model(None, "tiny", data["overrides"], seed=0)
+    settings = ft.CellSettings(epochs=1, batch_size=16, max_grad_norm=0.01, log_steps=True)
+    out = ft.finetune_cell(model, data["splits"], "classification", settings, seed=0)
+    pre_clip = [s["grad_norm"] for s in out["steps"]]
+    assert len(seen) == len(pre_clip) > 0
+    assert all(norm > 0.01 for norm in pre_clip)  # clipping had work to do
+    assert all(norm <= 0.01 * (1 + 1e-4) for norm in seen)
+
+
+def test_best_and_last_epoch_are_both_reported_and_a_cell_is_deterministic(data):
+    def run(seed):
+        model = ft.build_model(None, "tiny", data["overrides"], seed=seed)
+        return ft.finetune_cell(model, data["splits"], "classification", ft.CellSettings(epochs=3, batch_size=16),
+                                seed=seed)
+
+    first, again, other = run(0), run(0), run(1)
+    assert first["last_epoch"] == 2 and first["epochs_run"] == 3 and 0 <= first["best_epoch"] <= 2
+    assert first["validation"]["roc_auc"] == max(c["val_roc_auc"] for c in first["curves"][: first["best_epoch"] + 1])
+    assert first["last_validation"]["roc_auc"] == first["curves"][-1]["val_roc_auc"]
+    assert (first["test"], first["last_test"]) == (again["test"], again["last_test"])
+    assert [c["train_loss"] for c in first["curves"]] != [c["train_loss"] for c in other["curves"]]
+
+
+def test_pretrained_and_scratch_with_one_seed_share_the_head_but_not_the_backbone(data, checkpoint):
+    overrides = dict(data["overrides"])
+    pretrained = ft.build_model(checkpoint, checkpoint, overrides, seed=3)
+    scratch = ft.build_model(None, checkpoint, overrides, seed=3)
+    other_seed = ft.build_model(None, checkpoint, overrides, seed=4)
+    head = lambda m: torch.cat([p.flatten() for p in m.classifier.parameters()])  # noqa: E731
+    assert torch.equal(head(pretrained), head(scratch)) and not torch.equal(head(scratch), head(other_seed))
+    from safetensors.torch import load_file
+
+    saved = load_file(f"{checkpoint}/model.safetensors")
+    name = next(k for k in saved if k.startswith("mmsa.graph_encoder.convs.0") and k.endswith("weight"))
+    assert torch.equal(pretrained.state_dict()[name], saved[name])
+    assert not torch.equal(scratch.state_dict()[name], saved[name])
+    assert pretrained.config.to_dict()["graph_hidden_size"] == scratch.config.to_dict()["graph_hidden_size"]
+
+
+def test_pre_collated_graph_batch_equals_the_row_collator(data, bbbp_subset_csv, tmp_path):
+    from mmsa_hf.data import MMSACollator
+
+    graph = data["splits"]["train"]
+    args = ft.parse_args(["--from_scratch", "--config", "tiny", "--dataset", str(bbbp_subset_csv),
+                          "--label_columns", "p_np", "--task_type", "classification", "--split", "random",
+                          "--output_dir", str(tmp_path)])
+    rows = ft.prepare_data(args)["splits"]["train"]  # all views: the row-collated path
+    assert isinstance(rows, ft.RowCollatedSet) and len(rows) == len(graph)
+    order = [7, 0, 3, 11]
+    fast, slow = graph.batch(order), rows.batch(order)
+    for key in ("atom_features", "bond_features", "edge_index", "batch", "ptr", "valid_mask", "labels"):
+        assert torch.equal(fast[key], slow[key]), key
