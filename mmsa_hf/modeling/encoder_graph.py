@@ -83,9 +83,14 @@ class MMSAGraphEncoder(nn.Module):
     (:math:`\mathrm{Linear}([\mathbf{h}^{(1)} \| \dots \| \mathbf{h}^{(L)}])`). The molecule embedding is the
     ``graph_pooling`` readout (mean by default, PyG ``global_mean_pool``).
 
+    Masked attributes (pretraining, Hu et al. 2020): for the atoms in ``masked_atoms``,
+    :math:`\mathbf{h}^{(0)}_i` is replaced by a learned mask embedding :math:`\mathbf{m}_{atom}`, and for the bonds
+    touching them :math:`\mathbf{e}^{(l)}_{ji}` by a learned per-layer mask embedding :math:`\mathbf{m}^{(l)}_{bond}`.
+
     Shapes:
         - input: ``atom_features`` long ``[N, 9]``, ``bond_features`` long ``[E, 3]``, ``edge_index`` long
           ``[2, E]``, ``batch`` long ``[N]``
+        - ``masked_atoms`` (optional): bool ``[N]``
         - output: ``atom_embeddings`` ``[N, F]``, ``molecule_embedding`` ``[B, F]`` with ``F = graph_hidden_size``
     """
 
@@ -115,6 +120,8 @@ class MMSAGraphEncoder(nn.Module):
         self.norms = nn.ModuleList(MMSABatchNorm1d(hidden) for _ in range(self.num_layers))
         self.dropout = nn.Dropout(config.graph_dropout)
         self.jk_projection = nn.Linear(self.num_layers * hidden, hidden) if self.jk == "concat" else None
+        self.atom_mask_embedding = nn.Parameter(torch.zeros(hidden))
+        self.bond_mask_embeddings = nn.Parameter(torch.zeros(self.num_layers, hidden))
 
     def forward(
         self,
@@ -124,13 +131,20 @@ class MMSAGraphEncoder(nn.Module):
         batch: torch.Tensor,
         ptr: torch.Tensor | None = None,
         num_graphs: int | None = None,
+        masked_atoms: torch.Tensor | None = None,
         **unused,
     ) -> MMSAEncoderOutput:
         num_graphs = infer_num_graphs(batch, ptr, num_graphs)
         h = self.atom_encoder(atom_features)
+        masked_bonds = None
+        if masked_atoms is not None:
+            h = torch.where(masked_atoms.unsqueeze(-1), self.atom_mask_embedding.to(h.dtype), h)
+            masked_bonds = (masked_atoms[edge_index[0]] | masked_atoms[edge_index[1]]).unsqueeze(-1)
         layer_outputs = [h]
         for layer in range(self.num_layers):
             edge_attr = self.bond_encoders[layer](bond_features)
+            if masked_bonds is not None:
+                edge_attr = torch.where(masked_bonds, self.bond_mask_embeddings[layer].to(edge_attr.dtype), edge_attr)
             h = self.norms[layer](self.convs[layer](h, edge_index, edge_attr))
             if layer < self.num_layers - 1:
                 h = torch.relu(h)

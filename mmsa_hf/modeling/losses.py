@@ -97,6 +97,7 @@ def memory_alignment_loss(
     fused,
     target_temperature: float,
     sinkhorn_iterations: int,
+    space: str = "shared",
 ) -> torch.Tensor:
     r""":math:`\mathcal{L}_m` = swapped prediction + read-out pull.
 
@@ -110,7 +111,14 @@ def memory_alignment_loss(
     (Sinkhorn over the molecules of view :math:`w` in the batch; plain sharpening when
     ``sinkhorn_iterations == 0``). Read-out pull of the fused embedding toward its memory read-out:
     :math:`\mathcal{L}_{pull} = \mathrm{mean}_i (1 - \cos(\mathbf{u}_i, \mathbf{p}(\mathbf{u}_i)\hat{\mathbf{M}}))`.
+
+    With ``space="shared"`` the fused embedding :math:`\mathbf{u}` takes part in the swapped prediction as a fourth
+    member beside the views (the anchors are then updated from the same set, see ``memory_space``); with
+    ``space="fused_ema"`` only the views are swapped.
     """
+    if space == "shared" and fused.size(0) > 0:
+        view_embeddings = torch.cat([view_embeddings, fused.unsqueeze(1).to(view_embeddings.dtype)], dim=1)
+        view_mask = torch.cat([view_mask, view_mask.new_ones(fused.size(0), 1)], dim=1)
     num_views = view_embeddings.size(1)
     log_p, q = {}, {}
     for v in range(num_views):
@@ -137,6 +145,42 @@ def memory_alignment_loss(
     readout = memory.readout(memory.assign(fused))
     pull = (1.0 - F.cosine_similarity(fused, readout.float(), dim=-1)).mean()
     return swap + pull
+
+
+def masked_hypergraph_loss(
+    hypergraph, fused, view_embeddings, view_mask, anchors, mask_token, ratio, temperature, deterministic=False
+):
+    r""":math:`\mathcal{L}_h` with ``hypergraph_consistency_target="masked"``: a random set :math:`S` (share
+    ``ratio``, at least one molecule) of the batch enters the hypergraph as the mask token :math:`\mathbf{t}`
+    instead of its fused embedding; its refined embedding must pick out its own stop-gradient fused embedding
+    among all :math:`n` molecules:
+
+    .. math::
+        \mathcal{L}_h = -\frac{1}{|S|}\sum_{i \in S}\log
+            \frac{e^{\cos(\tilde{\mathbf{u}}_i, \mathrm{sg}(\mathbf{u}_i))/\tau}}
+                 {\sum_{j=1}^{n} e^{\cos(\tilde{\mathbf{u}}_i, \mathrm{sg}(\mathbf{u}_j))/\tau}},
+        \qquad \tilde{\mathbf{u}} = \mathrm{HGNN}(\mathbf{u}_{S \leftarrow \mathbf{t}})
+
+    The kNN hyperedges come from the (unmasked) view embeddings, so a masked molecule is recovered from its
+    hypergraph neighbours only: the residual path carries nothing about it. Shapes: fused ``[n, D]``, view
+    embeddings ``[n, 3, D]``, view mask ``[n, 3]``, anchors ``[K, D]`` or None, mask token ``[D]``.
+    ``deterministic=True`` (evaluation) masks an evenly spaced ``ratio`` of the rows instead of a random one."""
+    n = fused.size(0)
+    if n < 2:
+        return _zero(fused)
+    if deterministic:
+        steps = torch.arange(n + 1, device=fused.device, dtype=torch.float64) * ratio
+        masked = torch.floor(steps[1:]) > torch.floor(steps[:-1])
+    else:
+        masked = torch.rand(n, device=fused.device) < ratio
+    if not bool(masked.any()):
+        masked[0 if deterministic else torch.randint(n, (1,), device=fused.device)] = True
+    inputs = torch.where(masked.unsqueeze(-1), mask_token.to(fused.dtype), fused)
+    refined = hypergraph(inputs, view_embeddings, view_mask, anchors=anchors, mode="batch")
+    queries = F.normalize(refined[masked].float(), dim=-1)
+    keys = F.normalize(fused.detach().float(), dim=-1)
+    labels = masked.nonzero(as_tuple=True)[0]
+    return F.cross_entropy(queries @ keys.t() / temperature, labels)
 
 
 def masked_bce_with_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

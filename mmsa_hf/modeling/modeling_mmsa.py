@@ -32,10 +32,12 @@ from .losses import (
     hypergraph_consistency_loss,
     inter_modal_contrastive_loss,
     masked_bce_with_logits,
+    masked_hypergraph_loss,
     masked_normalized_mse,
     memory_alignment_loss,
     multiclass_cross_entropy,
 )
+from .masked_attributes import MMSAMaskedAttributeHead, masked_attribute_loss, sample_masked_atoms
 from .memory import MMSAMemoryBank
 from .outputs import MMSAModelOutput, MMSAPretrainingOutput, MMSAPropertyPredictionOutput
 
@@ -100,6 +102,11 @@ class MMSAPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MMSAFusion):
             init.normal_(module.fuse_token, mean=0.0, std=std)
             init.normal_(module.modality_embeddings.weight, mean=0.0, std=std)
+        elif isinstance(module, MMSAForPretraining) and module.hypergraph_mask_token is not None:
+            init.normal_(module.hypergraph_mask_token, mean=0.0, std=std)
+        elif isinstance(module, MMSAGraphEncoder):
+            init.normal_(module.atom_mask_embedding, mean=0.0, std=std)
+            init.normal_(module.bond_mask_embeddings, mean=0.0, std=std)
         elif isinstance(module, MMSAMemoryBank):
             init.copy_(module.anchors, F.normalize(torch.randn(module.anchors.shape), dim=-1))
 
@@ -166,7 +173,9 @@ class MMSAModel(MMSAPreTrainedModel):
     """
 
     # A backbone loaded from a task checkpoint drops the task heads silently.
-    _keys_to_ignore_on_load_unexpected = [r"reconstruction_heads\.", r"classifier\."]
+    _keys_to_ignore_on_load_unexpected = [
+        r"reconstruction_heads\.", r"attribute_head\.", r"hypergraph_mask_token", r"classifier\."
+    ]
 
     def __init__(self, config: MMSAConfig):
         super().__init__(config)
@@ -229,6 +238,7 @@ class MMSAModel(MMSAPreTrainedModel):
         smiles: list[str] | None = None,
         modality_mask: torch.BoolTensor | None = None,
         modalities: list[str] | tuple[str, ...] | None = None,
+        masked_atoms: torch.BoolTensor | None = None,
         hypergraph_mode: str | None = None,
         encoders_only: bool = False,
         output_attentions: bool | None = None,
@@ -243,6 +253,8 @@ class MMSAModel(MMSAPreTrainedModel):
             modality_mask (`torch.BoolTensor` of shape `(B, 3)`, *optional*): extra per-molecule view mask
                 (graph, image, geometry), AND-ed with what is enabled and provided.
             modalities (`list[str]`, *optional*): run only these views (e.g. ``config.downstream_modalities``).
+            masked_atoms (`torch.BoolTensor` of shape `(N,)`, *optional*): atoms whose attributes the GIN does not
+                see (masked attribute pretraining; see [`MMSAGraphEncoder`]).
             hypergraph_mode (`str`, *optional*): ``"batch"`` or ``"anchors"``; default ``"batch"`` in training and
                 ``"anchors"`` in eval.
             encoders_only (`bool`): skip projection, fusion, memory and hypergraph (only the encoder outputs are
@@ -269,6 +281,7 @@ class MMSAModel(MMSAPreTrainedModel):
             v_atomic_numbers, v_pos, v_pixels = atomic_numbers, pos, pixel_values
             v_status = conformer_status
             v_modality_mask = modality_mask
+            v_masked_atoms = masked_atoms
         else:
             atom_valid = valid_mask[batch]
             mol_index = valid_mask.nonzero(as_tuple=True)[0]
@@ -285,6 +298,7 @@ class MMSAModel(MMSAPreTrainedModel):
             v_pixels = pixel_values[valid_mask] if pixel_values is not None else None
             v_status = conformer_status[valid_mask] if conformer_status is not None else None
             v_modality_mask = modality_mask[valid_mask] if modality_mask is not None else None
+            v_masked_atoms = masked_atoms[atom_valid] if masked_atoms is not None else None
         n = int(mol_index.numel())
         counts = torch.bincount(v_batch, minlength=n) if v_batch.numel() else v_batch.new_zeros(n)
         v_ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
@@ -295,7 +309,9 @@ class MMSAModel(MMSAPreTrainedModel):
 
         # ---- encoders
         pooled = {}
-        graph_out = self.graph_encoder(v_atom_features, v_bond_features, v_edge_index, v_batch, ptr=v_ptr, num_graphs=n)
+        graph_out = self.graph_encoder(
+            v_atom_features, v_bond_features, v_edge_index, v_batch, ptr=v_ptr, num_graphs=n, masked_atoms=v_masked_atoms
+        )
         pooled["graph"] = graph_out.molecule_embedding
         geometry_atoms = None
         if self.geometry_encoder is not None and bool(present[:, 2].any()):
@@ -380,10 +396,12 @@ class MMSAForPretraining(MMSAPreTrainedModel):
 
     .. math::
         \mathcal{L} = w_c\,\mathcal{L}_{contrastive} + w_r\,\mathcal{L}_{reconstruction}
-            + w_h\,\mathcal{L}_{hypergraph} + w_m\,\mathcal{L}_{memory}
+            + w_h\,\mathcal{L}_{hypergraph} + w_m\,\mathcal{L}_{memory} + w_a\,\mathcal{L}_{mask}
 
-    (see ``losses.py``). Under the ``"ema"`` memory rule the anchors are updated in place at the end of every
-    training-mode forward (``update_memory`` overrides this), from the fused embeddings of the valid molecules
+    (see ``losses.py`` and ``masked_attributes.py``). With ``masked_atom_ratio > 0`` the GIN sees a masked copy of
+    every graph (the masked atoms and their bonds replaced by mask embeddings) and :math:`\mathcal{L}_{mask}`
+    predicts their attributes. Under the ``"ema"`` memory rule the anchors are updated in place at the end of every
+    training-mode forward (``update_memory`` overrides this), from the embeddings of ``config.memory_space``
     gathered across processes.
     """
 
@@ -394,6 +412,12 @@ class MMSAForPretraining(MMSAPreTrainedModel):
         self.mmsa = MMSAModel(config)
         self.reconstruction_heads = nn.ModuleDict(
             {m: MMSAReconstructionHead(config.hidden_size) for m in config.enabled_modalities}
+        )
+        self.attribute_head = MMSAMaskedAttributeHead(config) if config.masked_atom_ratio > 0 else None
+        self.hypergraph_mask_token = (
+            nn.Parameter(torch.zeros(config.hidden_size))
+            if config.use_hypergraph and config.hypergraph_consistency_target == "masked"
+            else None
         )
         self.post_init()
 
@@ -412,6 +436,7 @@ class MMSAForPretraining(MMSAPreTrainedModel):
         input_indices: torch.LongTensor | None = None,
         smiles: list[str] | None = None,
         modality_mask: torch.BoolTensor | None = None,
+        masked_atoms: torch.BoolTensor | None = None,
         update_memory: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
@@ -419,11 +444,15 @@ class MMSAForPretraining(MMSAPreTrainedModel):
         r"""
         Args:
             (batch contract keys): see [`MMSAModel.forward`].
+            masked_atoms (`torch.BoolTensor` of shape `(N,)`, *optional*): atoms to mask; by default
+                ``masked_atom_ratio`` of every valid molecule's atoms, drawn from torch's global generator.
             update_memory (`bool`, *optional*): apply the EMA anchor update (``"ema"`` rule only). Defaults to
                 ``self.training``.
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
+        if masked_atoms is None and self.attribute_head is not None:
+            masked_atoms = self._sample_masked_atoms(batch, valid_mask, ptr, pixel_values)
         output = self.mmsa(
             atom_features=atom_features,
             bond_features=bond_features,
@@ -436,6 +465,7 @@ class MMSAForPretraining(MMSAPreTrainedModel):
             valid_mask=valid_mask,
             conformer_status=conformer_status,
             modality_mask=modality_mask,
+            masked_atoms=masked_atoms,
             output_attentions=output_attentions,
             return_dict=True,
         )
@@ -445,45 +475,31 @@ class MMSAForPretraining(MMSAPreTrainedModel):
         fused = output.fused_embedding[rows]
         unified = output.unified_embedding[rows]
 
-        contrastive = inter_modal_contrastive_loss(views, present, config.contrastive_temperature)
-        heads = [self.reconstruction_heads[m] if m in self.reconstruction_heads else None for m in MODALITIES]
-        reconstruction = cross_modal_reconstruction_loss(views, present, heads, config.reconstruction_loss_type)
-        zero = torch.zeros((), device=fused.device)
-        hypergraph = zero
-        if self.mmsa.hypergraph is not None:
-            hypergraph = hypergraph_consistency_loss(
-                unified, fused, views, present, config.contrastive_temperature, config.hypergraph_consistency_target
-            )
-        memory_loss = zero
-        anchors_in_use = torch.zeros((), dtype=torch.long, device=fused.device)
-        memory = self.mmsa.memory
-        if memory is not None:
-            memory_loss = memory_alignment_loss(
-                memory, views, present, fused, config.memory_target_temperature, config.memory_sinkhorn_iterations
-            )
-            if fused.size(0) > 0:
-                anchors_in_use = output.anchor_assignments[rows].argmax(dim=-1).unique().numel()
-                anchors_in_use = torch.tensor(anchors_in_use, device=fused.device)
-        loss = (
-            config.contrastive_weight * contrastive
-            + config.reconstruction_weight * reconstruction
-            + config.hypergraph_weight * hypergraph
-            + config.memory_weight * memory_loss
-        )
+        terms = {
+            "contrastive_loss": inter_modal_contrastive_loss(views, present, config.contrastive_temperature),
+            "reconstruction_loss": cross_modal_reconstruction_loss(
+                views, present, [self.reconstruction_heads[m] if m in self.reconstruction_heads else None for m in MODALITIES],
+                config.reconstruction_loss_type,
+            ),
+            "hypergraph_loss": self._hypergraph_loss(unified, fused, views, present),
+            "memory_loss": self._memory_loss(views, present, fused),
+            "masked_attribute_loss": self._masked_attribute_loss(
+                output, atom_features, bond_features, edge_index, batch, masked_atoms
+            ),
+        }
+        loss = sum(getattr(config, name.replace("_loss", "_weight")) * value for name, value in terms.items())
         if not loss.requires_grad and torch.is_grad_enabled() and fused.requires_grad:
             loss = loss + 0.0 * fused.sum()  # keeps backward() valid on a batch with nothing to compare
 
         do_update = self.training if update_memory is None else update_memory
+        memory = self.mmsa.memory
         if memory is not None and memory.update_rule == "ema" and do_update:
-            memory.ema_update(fused.detach())
+            memory.ema_update(self._memory_members(views, present, fused).detach())
 
         result = MMSAPretrainingOutput(
             loss=loss,
-            contrastive_loss=contrastive.detach(),
-            reconstruction_loss=reconstruction.detach(),
-            hypergraph_loss=hypergraph.detach(),
-            memory_loss=memory_loss.detach(),
-            anchors_in_use=anchors_in_use,
+            **{name: value.detach() for name, value in terms.items()},
+            anchors_in_use=self._anchors_in_use(output, rows, fused),
             unified_embedding=output.unified_embedding,
             anchor_assignments=output.anchor_assignments,
             modality_mask=output.modality_mask,
@@ -491,6 +507,57 @@ class MMSAForPretraining(MMSAPreTrainedModel):
             attentions=output.attentions,
         )
         return result if return_dict else result.to_tuple()
+
+    # ------------------------------------------------------------------ loss terms
+    def _sample_masked_atoms(self, batch, valid_mask, ptr, pixel_values) -> torch.Tensor | None:
+        """``masked_atom_ratio`` of each molecule's atoms, in training mode only (eval scores clean graphs)."""
+        if not self.training:
+            return None
+        num_molecules = _num_molecules(batch, ptr, valid_mask, pixel_values)
+        return sample_masked_atoms(batch, num_molecules, self.config.masked_atom_ratio)
+
+    def _masked_attribute_loss(self, output, atom_features, bond_features, edge_index, batch, masked_atoms):
+        if self.attribute_head is None or masked_atoms is None:
+            return torch.zeros((), device=atom_features.device)
+        masked_atoms = masked_atoms.to(torch.bool) & output.valid_mask[batch]  # placeholder atoms never count
+        return masked_attribute_loss(
+            self.attribute_head, output.atom_embeddings, atom_features, bond_features, edge_index, masked_atoms
+        )
+
+    def _hypergraph_loss(self, unified, fused, views, present) -> torch.Tensor:
+        config = self.config
+        if self.mmsa.hypergraph is None:
+            return torch.zeros((), device=fused.device)
+        if config.hypergraph_consistency_target != "masked":
+            return hypergraph_consistency_loss(
+                unified, fused, views, present, config.contrastive_temperature, config.hypergraph_consistency_target
+            )
+        anchors = self.mmsa.memory.normalized_anchors().to(fused.dtype) if self.mmsa.memory is not None else None
+        return masked_hypergraph_loss(
+            self.mmsa.hypergraph, fused, views, present, anchors, self.hypergraph_mask_token,
+            config.hypergraph_mask_ratio, config.contrastive_temperature, deterministic=not self.training,
+        )
+
+    def _memory_loss(self, views, present, fused) -> torch.Tensor:
+        config = self.config
+        if self.mmsa.memory is None:
+            return torch.zeros((), device=fused.device)
+        return memory_alignment_loss(
+            self.mmsa.memory, views, present, fused, config.memory_target_temperature,
+            config.memory_sinkhorn_iterations, space=config.memory_space,
+        )
+
+    def _memory_members(self, views, present, fused) -> torch.Tensor:
+        """The embeddings the anchors learn from: the fused ones, plus every present view (``"shared"``)."""
+        if self.config.memory_space == "shared":
+            return torch.cat([fused, views[present].to(fused.dtype)], dim=0)
+        return fused
+
+    def _anchors_in_use(self, output, rows, fused) -> torch.Tensor:
+        if self.mmsa.memory is None or fused.size(0) == 0:
+            return torch.zeros((), dtype=torch.long, device=fused.device)
+        used = output.anchor_assignments[rows].argmax(dim=-1).unique().numel()
+        return torch.tensor(used, device=fused.device)
 
 
 class MMSAForMolecularPropertyPrediction(MMSAPreTrainedModel):
@@ -513,7 +580,7 @@ class MMSAForMolecularPropertyPrediction(MMSAPreTrainedModel):
     the head (``classifier.*``); the pretraining-only reconstruction heads are dropped.
     """
 
-    _keys_to_ignore_on_load_unexpected = [r"reconstruction_heads\."]
+    _keys_to_ignore_on_load_unexpected = [r"reconstruction_heads\.", r"attribute_head\.", r"hypergraph_mask_token"]
 
     def __init__(self, config: MMSAConfig):
         super().__init__(config)

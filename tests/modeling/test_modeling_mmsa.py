@@ -361,7 +361,10 @@ def test_placeholder_rows_change_nothing(config):
 
     model_a = MMSAForPretraining(config).train()
     model_b = copy.deepcopy(model_a)
-    out_a, out_b = model_a(**batch), model_b(**other)
+    torch.manual_seed(0)  # the masked atoms and the masked hypergraph rows are drawn from the global generator
+    out_a = model_a(**batch)
+    torch.manual_seed(0)
+    out_b = model_b(**other)
     assert torch.equal(out_a.loss, out_b.loss)
     assert torch.equal(out_a.unified_embedding, out_b.unified_embedding)
     assert torch.equal(out_a.unified_embedding[placeholder], torch.zeros_like(out_a.unified_embedding[placeholder]))
