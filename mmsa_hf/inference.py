@@ -36,6 +36,7 @@ Files written:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gzip
 import json
@@ -480,6 +481,90 @@ def default_num_proc() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# featurization ahead of the model
+# ------------------------------------------------------------------------------------------------------------------
+
+_WORKER_PROCESSOR = None
+
+
+def _init_featurize_worker(processor) -> None:
+    global _WORKER_PROCESSOR
+    from .processing import processing_mmsa
+
+    _WORKER_PROCESSOR = processor
+    processing_mmsa.logger.setLevel(logging.ERROR)  # slice-local indices would mislead; the report has global ones
+
+
+def _featurize_slice(molecules: list[str]) -> list[dict[str, Any]]:
+    return _WORKER_PROCESSOR.featurize(molecules, on_error="mask", num_proc=1, show_progress=False)
+
+
+class _ChunkFeaturizer:
+    """Featurizes input chunks ahead of the model, in input order.
+
+    With ``num_proc > 1``, one pool of ``num_proc`` worker processes (fork where available) lives for the whole
+    run; each chunk is split into ``2 * num_proc`` slices, and up to ``ahead`` chunks beyond the one the model is
+    working on are in flight, so featurization overlaps the model forward and memory stays bounded. With
+    ``num_proc == 1`` (or inside a daemonic worker) chunks are featurized in this process, one at a time.
+    """
+
+    def __init__(self, processor, num_proc: int, ahead: int = 2):
+        import multiprocessing
+
+        self.processor, self.ahead, self.pool = processor, max(0, ahead), None
+        self.num_proc = 1 if multiprocessing.current_process().daemon else max(1, num_proc)
+        self.wait_seconds = 0.0  # time the caller spent waiting for records
+
+    def __enter__(self) -> _ChunkFeaturizer:
+        import multiprocessing
+
+        if self.num_proc > 1:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            self.pool = context.Pool(self.num_proc, initializer=_init_featurize_worker, initargs=(self.processor,))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def records(self, chunks: Iterator[list[str]]) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+        """``(chunk, records)`` per chunk: one record per molecule (``on_error="mask"``), ``input_index`` local to
+        the chunk."""
+        pending: collections.deque = collections.deque()
+        for chunk in chunks:
+            pending.append((chunk, self._submit(chunk)))
+            if len(pending) > self.ahead:
+                yield self._collect(*pending.popleft())
+        while pending:
+            yield self._collect(*pending.popleft())
+
+    def _submit(self, chunk: list[str]) -> list[tuple[int, Any]]:
+        if self.pool is None:
+            return [(0, chunk)]  # featurized when collected
+        size = max(1, -(-len(chunk) // (2 * self.num_proc)))
+        return [(start, self.pool.apply_async(_featurize_slice, (chunk[start:start + size],)))
+                for start in range(0, len(chunk), size)]
+
+    def _collect(self, chunk: list[str], jobs: list[tuple[int, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+        t0 = time.perf_counter()
+        records = []
+        for start, job in jobs:
+            if self.pool is None:
+                with _quiet_processor_warnings():
+                    part = self.processor.featurize(job, on_error="mask", num_proc=1, show_progress=False)
+            else:
+                part = job.get()
+            for record in part:
+                record["input_index"] += start
+            records.extend(part)
+        self.wait_seconds += time.perf_counter() - t0
+        return chunk, records
+
+
 def run_inference(
     model_id: str | os.PathLike,
     input_path: str | os.PathLike,
@@ -552,12 +637,14 @@ def _stream(run: _InferenceRun, writer, chunks: Iterator[list[str]], input_path:
     offset = 0
     progress = tqdm(total=total, desc=f"mmsa {run.mode}", unit="mol", disable=not show_progress, dynamic_ncols=True)
     try:
-        for chunk in chunks:
-            run.process_chunk(chunk, offset, writer, input_path)
-            offset += len(chunk)
-            progress.update(len(chunk))
-            if run.bad_rows:
-                progress.set_postfix(bad=len(run.bad_rows), refresh=False)
+        with _ChunkFeaturizer(run.processor, run.num_proc) as featurizer:
+            for chunk, records in featurizer.records(chunks):
+                run.timings["featurize"] = featurizer.wait_seconds
+                run.process_chunk(chunk, records, offset, writer, input_path)
+                offset += len(chunk)
+                progress.update(len(chunk))
+                if run.bad_rows:
+                    progress.set_postfix(bad=len(run.bad_rows), refresh=False)
         files = writer.close()
     except BaseException:
         writer.abort()
@@ -568,8 +655,9 @@ def _stream(run: _InferenceRun, writer, chunks: Iterator[list[str]], input_path:
 
 
 class _InferenceRun:
-    """The per-chunk work of :func:`run_inference`: featurize (only the processor's views), run the model in
-    batches, write; keeps the bad rows and the stage timings for the report."""
+    """The per-chunk work of :func:`run_inference` after featurization (:class:`_ChunkFeaturizer`): run the model
+    in batches, write; keeps the bad rows and the stage timings for the report (``featurize`` is the time spent
+    waiting for records, i.e. the featurization not overlapped by the model)."""
 
     def __init__(self, model, processor, mode: str, per_view: bool, device, batch_size: int, num_proc: int,
                  on_error: str):
@@ -587,12 +675,9 @@ class _InferenceRun:
         self.bad_rows: list[dict[str, Any]] = []
         self.timings = {"featurize": 0.0, "collate": 0.0, "model": 0.0, "write": 0.0}
 
-    def process_chunk(self, chunk: list[str], offset: int, writer, input_path: Path) -> None:
-        """Featurize ``chunk`` (input rows ``offset...``), record its bad rows, run the model, write the rows."""
-        t0 = time.perf_counter()
-        with _quiet_processor_warnings():  # its chunk-local indices would mislead; the report has global ones
-            records = self.processor.featurize(chunk, on_error="mask", num_proc=self.num_proc, show_progress=False)
-        self.timings["featurize"] += time.perf_counter() - t0
+    def process_chunk(self, chunk: list[str], records: list[dict], offset: int, writer, input_path: Path) -> None:
+        """Record the bad rows of ``chunk`` (input rows ``offset...``, featurized into ``records``, one per
+        molecule), run the model on the valid ones, write the rows."""
         valid = np.fromiter((bool(r["valid"]) for r in records), bool, len(records))
         self._record_bad_rows(chunk, offset, valid, input_path)
         values = {name: np.full((len(chunk), width), np.nan, np.float32) for name, width in self.columns.items()}

@@ -127,7 +127,7 @@ class MMSAProcessor(ProcessorMixin):
 
     def resolve_views(self, views: Any = None) -> tuple[str, ...]:
         """The views of one call: this processor's `views`, or a subset of them; raises naming a view it lacks."""
-        if views is None:
+        if views is None or views is self.views:
             return self.views
         views = normalize_views(views)
         missing = [v for v in views if v not in self.views]
