@@ -27,6 +27,7 @@ import copy
 import inspect
 import math
 import os
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -342,7 +343,7 @@ def train_one_epoch(model, optimizer, scheduler, data, settings: CellSettings, g
     model.train()
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     autocast = accelerator.autocast if accelerator is not None else nullcontext
-    timer, losses, molecules = Timer(), [], 0
+    timer, cpu_start, losses, molecules = Timer(), time.process_time(), [], 0
     for batch in data.batches(settings.batch_size, generator):
         batch = _to_device(batch, device)
         with autocast():
@@ -358,7 +359,7 @@ def train_one_epoch(model, optimizer, scheduler, data, settings: CellSettings, g
         molecules += int(batch["valid_mask"].sum())
     seconds = timer.elapsed
     return {"train_loss": float(np.mean(losses)), "molecules": molecules, "seconds": seconds,
-            "molecules_per_s": molecules / max(seconds, 1e-9)}
+            "cpu_seconds": time.process_time() - cpu_start, "molecules_per_s": molecules / max(seconds, 1e-9)}
 
 
 def predict(model, data, batch_size: int = 256, accelerator=None) -> np.ndarray:
@@ -469,6 +470,7 @@ def _cell_summary(seed, best: _Best, last, curves, steps) -> dict[str, Any]:
         "last_test": last["test"],
         "epochs_run": len(curves),
         "train_seconds": seconds,
+        "train_cpu_seconds": sum(c["cpu_seconds"] for c in curves),
         "mean_epoch_molecules_per_s": sum(c["molecules"] for c in curves) / max(seconds, 1e-9),
         "curves": curves,
         "best_state": best.state,
