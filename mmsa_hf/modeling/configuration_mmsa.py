@@ -69,6 +69,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "geometry_num_filters": 32,
         "geometry_num_rbf": 16,
         "geometry_cutoff": 5.0,
+        "geometry_shared_filter_network": False,
         "fusion_num_heads": 2,
         "fusion_num_layers": 1,
         "hypergraph_k": 2,
@@ -83,9 +84,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "image_config": {**RESNET18_KWARGS, "embedding_size": 16, "hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1]},
         "geometry_num_layers": 3,
         "geometry_hidden_size": 128,
-        "geometry_num_filters": 128,
+        # 64 filters within 5 Angstrom (SchNet's own sizes): the filter MLP over every atom pair was 60-68% of a
+        # CPU step at 128 filters within 10 Angstrom (issue 10; benchmarks/results/pretrain_speed.md).
+        "geometry_num_filters": 64,
         "geometry_num_rbf": 32,
-        "geometry_cutoff": 10.0,
+        "geometry_cutoff": 5.0,
+        "geometry_shared_filter_network": False,
         "fusion_num_heads": 4,
         "fusion_num_layers": 1,
         "hypergraph_k": 5,
@@ -103,6 +107,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "geometry_num_filters": 256,
         "geometry_num_rbf": 50,
         "geometry_cutoff": 10.0,
+        "geometry_shared_filter_network": False,
         "fusion_num_heads": 8,
         "fusion_num_layers": 2,
         "hypergraph_k": 10,
@@ -142,6 +147,8 @@ class MMSAConfig(PreTrainedConfig):
         geometry_num_filters (`int`, defaults to 256): width of the continuous filters.
         geometry_num_rbf (`int`, defaults to 50): Gaussian radial basis functions on ``[0, cutoff]``.
         geometry_cutoff (`float`, defaults to 10.0): radius (Angstrom) of the within-molecule radius graph.
+        geometry_shared_filter_network (`bool`, defaults to `False`): one continuous-filter network for every
+            interaction block (the filters are computed once per forward) instead of one per block as in SchNet.
         geometry_pooling (`str`, defaults to `"mean"`): readout of the 3D encoder, `"mean"`, `"sum"` or `"max"`.
         geometry_use_atom_features (`bool`, defaults to `False`): add the 9 categorical 2D atom features to the
             atomic-number embedding of the 3D encoder (off: the 3D view sees only Z and positions).
@@ -218,6 +225,7 @@ class MMSAConfig(PreTrainedConfig):
     geometry_num_filters: int = 256
     geometry_num_rbf: int = 50
     geometry_cutoff: float = 10.0
+    geometry_shared_filter_network: bool = False
     geometry_pooling: str = "mean"
     geometry_use_atom_features: bool = False
     geometry_missing_statuses: list[str] | tuple[str, ...] = ()
@@ -366,6 +374,8 @@ class MMSAConfig(PreTrainedConfig):
         choice("graph_jk", GRAPH_JK_MODES)
         choice("graph_pooling", POOLING_MODES)
         choice("geometry_pooling", POOLING_MODES)
+        if not isinstance(self.geometry_shared_filter_network, bool):
+            fail(f"`geometry_shared_filter_network` must be a bool, got {self.geometry_shared_filter_network!r}.")
         choice("memory_update_rule", MEMORY_UPDATE_RULES)
         choice("hypergraph_consistency_target", HYPERGRAPH_CONSISTENCY_TARGETS)
         choice("reconstruction_loss_type", RECONSTRUCTION_LOSS_TYPES)

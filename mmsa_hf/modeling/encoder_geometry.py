@@ -84,8 +84,34 @@ class MMSAGaussianRBF(nn.Module):
         return torch.exp(self.coeff * diff.pow(2))
 
 
+def cosine_cutoff(distance: torch.Tensor, cutoff: float) -> torch.Tensor:
+    r"""Cosine envelope :math:`C(d) = \tfrac{1}{2}\left(\cos(\pi d / r_c) + 1\right)` (``1`` at ``d = 0``, ``0`` at
+    ``d = r_c``).
+
+    Shapes: ``distance`` ``[P]`` -> ``[P]``.
+    """
+    return 0.5 * (torch.cos(distance * (math.pi / cutoff)) + 1.0)
+
+
+class MMSAFilterNetwork(nn.Sequential):
+    r"""Continuous-filter generator :math:`\mathrm{MLP}_{filter}(\mathbf{e}) = \mathrm{Lin}(\mathrm{ssp}(
+    \mathrm{Lin}(\mathbf{e})))`, an ``nn.Sequential`` so its parameter names (``0.weight``, ``2.weight``) stay
+    those of earlier checkpoints.
+
+    Shapes: ``rbf`` ``[P, R]`` -> filters ``[P, F]`` (``R = geometry_num_rbf``, ``F = geometry_num_filters``).
+    """
+
+    def __init__(self, num_rbf: int, num_filters: int):
+        super().__init__(nn.Linear(num_rbf, num_filters), MMSAShiftedSoftplus(), nn.Linear(num_filters, num_filters))
+
+    def filters(self, rbf: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
+        r""":math:`\mathbf{W}_{ji} = \mathrm{MLP}_{filter}(\mathbf{e}(d_{ji})) \cdot C(d_{ji})`, ``[P, F]``."""
+        raw = self(rbf)  # bf16 under autocast: keep the product in that dtype
+        return raw * envelope.unsqueeze(-1).to(raw.dtype)
+
+
 class MMSAInteractionBlock(nn.Module):
-    r"""SchNet interaction block with a cosine-cutoff continuous-filter convolution.
+    r"""SchNet interaction block: a continuous-filter convolution followed by an atom-wise MLP.
 
     .. math::
         \mathbf{W}_{ji} &= \mathrm{MLP}_{filter}(\mathbf{e}(d_{ji})) \cdot
@@ -93,27 +119,30 @@ class MMSAInteractionBlock(nn.Module):
         \mathbf{v}_i &= \mathrm{Lin}_3\left(\mathrm{ssp}\left(\mathrm{Lin}_2\left(
             \textstyle\sum_{j} \mathrm{Lin}_1(\mathbf{h}_j) \odot \mathbf{W}_{ji}\right)\right)\right)
 
-    and the caller adds the residual :math:`\mathbf{h}_i \leftarrow \mathbf{h}_i + \mathbf{v}_i`.
+    and the caller adds the residual :math:`\mathbf{h}_i \leftarrow \mathbf{h}_i + \mathbf{v}_i`. The block owns
+    its filter network (``filter_network``) unless ``own_filter_network=False``: then the encoder computes one set
+    of filters :math:`\mathbf{W}_{ji}` with a filter network shared by every block and passes it in.
+
+    Shapes:
+        - input: ``h`` ``[N, H]``, ``edge_index`` long ``[2, P]``, ``rbf`` ``[P, R]``, ``envelope`` ``[P]`` (or
+          ``filters`` ``[P, F]`` when the filter network is shared)
+        - output: ``v`` ``[N, H]``
     """
 
-    def __init__(self, hidden_size: int, num_filters: int, num_rbf: int, cutoff: float):
+    def __init__(self, hidden_size: int, num_filters: int, num_rbf: int, own_filter_network: bool = True):
         super().__init__()
-        self.cutoff = float(cutoff)
-        self.filter_network = nn.Sequential(
-            nn.Linear(num_rbf, num_filters), MMSAShiftedSoftplus(), nn.Linear(num_filters, num_filters)
-        )
+        self.filter_network = MMSAFilterNetwork(num_rbf, num_filters) if own_filter_network else None
         self.in_projection = nn.Linear(hidden_size, num_filters, bias=False)
         self.out_projection = nn.Linear(num_filters, hidden_size)
         self.activation = MMSAShiftedSoftplus()
         self.output = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, h, edge_index, distance, rbf):
+    def forward(self, h, edge_index, rbf=None, envelope=None, filters=None):
+        if filters is None:
+            filters = self.filter_network.filters(rbf, envelope)
         source, target = edge_index
-        envelope = 0.5 * (torch.cos(distance * math.pi / self.cutoff) + 1.0)
-        filters = self.filter_network(rbf) * envelope.unsqueeze(-1)
         messages = self.in_projection(h)[source] * filters
-        aggregated = torch.zeros(h.size(0), messages.size(-1), dtype=messages.dtype, device=messages.device)
-        aggregated = aggregated.index_add(0, target, messages)
+        aggregated = messages.new_zeros(h.size(0), messages.size(-1)).index_add_(0, target, messages)
         return self.output(self.activation(self.out_projection(aggregated)))
 
 
@@ -127,6 +156,11 @@ class MMSAGeometryEncoder(nn.Module):
             \{d_{ji} = \|\mathbf{r}_j - \mathbf{r}_i\| : d_{ji} < r_c\}) \\
         \mathbf{a}_i &= \mathrm{Lin}(\mathrm{ssp}(\mathrm{Lin}(\mathbf{h}^{(L)}_i))), \qquad
         \mathbf{g} = \mathrm{pool}_{i \in \text{mol}}(\mathbf{a}_i)
+
+    The pair list, the distances, the radial basis :math:`\mathbf{e}(d_{ji})` and the cosine envelope are
+    computed once per forward and reused by every block. With ``geometry_shared_filter_network=True`` one filter
+    network (``filter_network``) serves every block, so the filters :math:`\mathbf{W}_{ji}` are computed once too;
+    otherwise each block has its own (``interactions.<l>.filter_network``), as in SchNet.
 
     Only distances between atoms of the same molecule enter, so the output is invariant to rotations,
     reflections and translations of ``pos`` and (with a permutation-invariant pooling) to atom order
@@ -144,7 +178,8 @@ class MMSAGeometryEncoder(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        hidden = config.geometry_hidden_size
+        hidden, filters, num_rbf = config.geometry_hidden_size, config.geometry_num_filters, config.geometry_num_rbf
+        shared = bool(getattr(config, "geometry_shared_filter_network", False))
         self.output_size = hidden
         self.cutoff = float(config.geometry_cutoff)
         self.pooling = config.geometry_pooling
@@ -152,12 +187,22 @@ class MMSAGeometryEncoder(nn.Module):
         self.atom_feature_encoder = (
             MMSACategoricalEncoder(config.atom_feature_vocab_sizes, hidden) if config.geometry_use_atom_features else None
         )
-        self.rbf = MMSAGaussianRBF(self.cutoff, config.geometry_num_rbf)
+        self.rbf = MMSAGaussianRBF(self.cutoff, num_rbf)
+        self.filter_network = MMSAFilterNetwork(num_rbf, filters) if shared else None
         self.interactions = nn.ModuleList(
-            MMSAInteractionBlock(hidden, config.geometry_num_filters, config.geometry_num_rbf, self.cutoff)
+            MMSAInteractionBlock(hidden, filters, num_rbf, own_filter_network=not shared)
             for _ in range(config.geometry_num_layers)
         )
         self.output_network = nn.Sequential(nn.Linear(hidden, hidden), MMSAShiftedSoftplus(), nn.Linear(hidden, hidden))
+
+    def embed_atoms(self, atomic_numbers: torch.Tensor, atom_features: torch.Tensor | None) -> torch.Tensor:
+        r""":math:`\mathbf{h}^{(0)}`, ``[N, H]``."""
+        h = self.atom_type_embedding(atomic_numbers.clamp(min=0, max=self.num_atom_types - 1))
+        if self.atom_feature_encoder is not None:
+            if atom_features is None:
+                raise ValueError("geometry_use_atom_features=True needs `atom_features`")
+            h = h + self.atom_feature_encoder(atom_features)
+        return h
 
     def forward(
         self,
@@ -170,16 +215,12 @@ class MMSAGeometryEncoder(nn.Module):
         **unused,
     ) -> MMSAEncoderOutput:
         num_graphs = infer_num_graphs(batch, ptr, num_graphs)
-        h = self.atom_type_embedding(atomic_numbers.clamp(min=0, max=self.num_atom_types - 1))
-        if self.atom_feature_encoder is not None:
-            if atom_features is None:
-                raise ValueError("geometry_use_atom_features=True needs `atom_features`")
-            h = h + self.atom_feature_encoder(atom_features)
-        pos = pos.to(h.dtype)
-        edge_index, distance = radius_graph_per_molecule(pos, batch, self.cutoff, ptr=ptr, num_graphs=num_graphs)
-        rbf = self.rbf(distance)
+        h = self.embed_atoms(atomic_numbers, atom_features)
+        edge_index, distance = radius_graph_per_molecule(pos.to(h.dtype), batch, self.cutoff, ptr=ptr, num_graphs=num_graphs)
+        rbf, envelope = self.rbf(distance), cosine_cutoff(distance, self.cutoff)
+        shared_filters = self.filter_network.filters(rbf, envelope) if self.filter_network is not None else None
         for interaction in self.interactions:
-            h = h + interaction(h, edge_index, distance, rbf)
+            h = h + interaction(h, edge_index, rbf, envelope, filters=shared_filters)
         atoms = self.output_network(h)
         molecule = pool_atoms(atoms, batch, num_graphs, self.pooling)
         return MMSAEncoderOutput(molecule_embedding=molecule, atom_embeddings=atoms)

@@ -209,3 +209,89 @@ def latest_checkpoint(project_dir: str | os.PathLike) -> Path | None:
     if not found:
         return None
     return max(found, key=lambda p: int(p.name.rsplit("_", 1)[-1]))
+
+
+# ---------------------------------------------------------------------------------------------- CPU threads
+
+
+def available_cores() -> int:
+    """CPUs this process may use: its affinity mask (``taskset``, cpusets), capped by a cgroup v2 CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def _positive_int_env(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def thread_policy(num_processes: int | None = None, dataloader_workers: int = 0) -> dict[str, Any]:
+    """The torch intra-op thread count of one training process, and the ``datasets`` workers it may start.
+
+    ``OMP_NUM_THREADS``, when set, is obeyed as it is. Otherwise the process takes its share of the cores,
+    ``available_cores() // processes`` (the processes of this job on this machine: ``LOCAL_WORLD_SIZE`` as set by
+    ``accelerate launch`` / ``torchrun``, else ``num_processes``, else 1), minus one core per DataLoader worker,
+    at least 1. Featurisation (``datasets.map``) may use ``num_proc`` up to the job's share,
+    ``threads * num_processes``, so that a job confined to one core does not fork onto the others.
+    """
+    processes = max(1, _positive_int_env("LOCAL_WORLD_SIZE") or num_processes or 1)
+    cores = available_cores()
+    from_env = _positive_int_env("OMP_NUM_THREADS")
+    if from_env is not None:
+        threads, source = from_env, "OMP_NUM_THREADS"
+    else:
+        threads, source = max(1, cores // processes - max(0, dataloader_workers)), "cores // processes"
+    return {"threads": threads, "source": source, "available_cores": cores, "processes": processes,
+            "max_num_proc": max(1, threads * processes)}
+
+
+def apply_thread_policy(num_processes: int | None = None, dataloader_workers: int = 0) -> dict[str, Any]:
+    """Set ``torch.set_num_threads`` from :func:`thread_policy` (logged); returns the policy."""
+    policy = thread_policy(num_processes, dataloader_workers)
+    torch.set_num_threads(policy["threads"])
+    logger.info(
+        "torch intra-op threads: %d (%s; %d cores available, %d process(es) on this machine)",
+        policy["threads"], policy["source"], policy["available_cores"], policy["processes"],
+    )
+    return policy
+
+
+def capped_num_proc(requested: int | None, policy: dict[str, Any]) -> int:
+    """``requested`` ``datasets`` workers, at most the job's share of the cores (``policy["max_num_proc"]``)."""
+    requested = max(1, requested or 1)
+    allowed = min(requested, policy["max_num_proc"])
+    if allowed < requested:
+        logger.warning("num_proc %d -> %d: this job's share of the cores is %d (see the thread policy)",
+                       requested, allowed, policy["max_num_proc"])
+    return allowed
+
+
+# ---------------------------------------------------------------------------------------------- bf16 on CPU
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX); elsewhere they are emulated."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_mixed_precision(requested: str, on_cpu: bool) -> str:
+    """``requested`` unless it is ``"bf16"`` on a CPU without native bf16: then ``"no"``, with a warning that
+    says why (emulated bf16 is slower than fp32 there)."""
+    if requested != "bf16" or not on_cpu or cpu_supports_bf16():
+        return requested
+    logger.warning(
+        "--mixed_precision bf16: this CPU has neither AVX512-BF16 nor AMX, so bf16 would be emulated and slower "
+        "than fp32; training in fp32 instead (--mixed_precision no). bf16 on CPU needs e.g. Intel Cooper Lake / "
+        "Sapphire Rapids or AMD Zen 4 or newer."
+    )
+    return "no"

@@ -22,6 +22,9 @@ import torch
 from .common import (
     PRESET_IMAGE_SIZE,
     JsonlLog,
+    apply_thread_policy,
+    capped_num_proc,
+    resolve_mixed_precision,
     build_processor,
     Timer,
     environment_info,
@@ -173,9 +176,10 @@ def run_pretraining(args: PretrainArguments) -> Path:
 
     timer = Timer()
     output_dir = Path(args.output_dir)
+    on_cpu = args.cpu or not torch.cuda.is_available()
     accelerator = Accelerator(
         cpu=args.cpu,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=resolve_mixed_precision(args.mixed_precision, on_cpu),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         project_config=ProjectConfiguration(
             project_dir=str(output_dir),
@@ -185,6 +189,8 @@ def run_pretraining(args: PretrainArguments) -> Path:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
     set_seed(args.seed)
+    threads = apply_thread_policy(accelerator.num_processes, args.dataloader_workers)
+    num_proc = capped_num_proc(args.num_proc, threads)
     is_main = accelerator.is_main_process
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +203,7 @@ def run_pretraining(args: PretrainArguments) -> Path:
     with accelerator.main_process_first():
         corpus = load_pretraining_corpus(
             args.corpus, smiles_column=args.smiles_column, exclude_test=not args.include_test,
-            num_proc=args.num_proc,
+            num_proc=num_proc,
         )
         corpus_info = dict(corpus_description(corpus) or {})
         if args.max_molecules and args.max_molecules < len(corpus):
@@ -205,7 +211,7 @@ def run_pretraining(args: PretrainArguments) -> Path:
             corpus = corpus.shuffle(seed=args.seed).select(range(args.max_molecules))
             corpus_info["subsample"] = {"max_molecules": args.max_molecules, "seed": args.seed}
         featurized = featurize_dataset(
-            corpus, processor, num_proc=args.num_proc, on_error="skip", accelerator=accelerator
+            corpus, processor, num_proc=num_proc, on_error="skip", accelerator=accelerator
         )
     if len(featurized) == 0:
         raise ValueError(f"corpus {args.corpus!r}: no molecule survived featurization")

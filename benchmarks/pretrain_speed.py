@@ -1,0 +1,462 @@
+"""Pretraining speed per preset, today's configuration against the new one in the same run, and a quality proxy.
+
+**Speed.** For each preset, three variants are built side by side and timed on the same batches of real molecules
+(the default corpus, featurised once and cached), alternating variant by variant within every round so that a
+shared machine slows them alike:
+
+- ``today``: the preset's geometry settings before issue 10 (``TODAY``), fp32, the image batch in NCHW;
+- ``new_fp32``: the preset as it is now (``PRESETS``), fp32, channels-last image batch;
+- ``new``: as ``new_fp32`` plus bf16 autocast (on a CPU with native bf16; otherwise ``new`` = ``new_fp32``).
+
+Timed per batch: the whole training step (forward, backward, AdamW step) and, separately, forward + backward
+of each encoder alone (2D GIN, image ResNet, 3D encoder); the collation (PNG decoding) once per batch.
+
+**Quality proxy** (``--proxy_steps``): ``today`` and ``new`` each pretrain ``small`` for the same number of steps
+on the same molecules in the same order, then embed 256 held-out molecules; graph->image and graph->3D top-1
+retrieval among the 256 (projected view embeddings, cosine) says whether the views still line up as well.
+
+    OMP_NUM_THREADS=1 HF_DATASETS_CACHE=~/.cache/mmsa/datasets python benchmarks/pretrain_speed.py
+    python benchmarks/pretrain_speed.py --presets small --rounds 5 --proxy_steps 0   # speed only
+
+writes ``benchmarks/results/pretrain_speed.json`` and ``pretrain_speed.md`` (a section not re-run is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+#: the geometry settings each preset had before issue 10 ("today's configuration")
+TODAY = {
+    "small": {"geometry_num_filters": 128, "geometry_cutoff": 10.0, "geometry_shared_filter_network": False},
+    "base": {"geometry_num_filters": 256, "geometry_cutoff": 10.0, "geometry_shared_filter_network": False},
+}
+TARGET_MOLECULES_PER_S = 250.0  # small preset, one thread
+PARTS = ("step", "graph", "image", "geometry")
+
+
+def load_molecules(num_train: int, num_held_out: int, preset: str = "small", seed: int = 0):
+    """``num_train`` + ``num_held_out`` featurised molecules of the default corpus (a seeded sample, cached).
+
+    The sample is ``corpus.shuffle(seed).select(range(num_train + num_held_out))``; after featurisation (molecules
+    RDKit cannot embed are skipped) the last ``num_held_out`` rows are held out. ``num_proc=1``.
+    """
+    from mmsa_hf.data import featurize_dataset, load_pretraining_corpus
+    from mmsa_hf.training.common import PRESET_IMAGE_SIZE, build_processor
+
+    processor = build_processor(image_size=PRESET_IMAGE_SIZE[preset])
+    corpus = load_pretraining_corpus("moleculenet", exclude_test=True, num_proc=1)
+    sample = corpus.shuffle(seed=seed).select(range(num_train + num_held_out))
+    featurized = featurize_dataset(sample, processor, num_proc=1, on_error="skip")
+    n = len(featurized)
+    return processor, featurized.select(range(n - num_held_out)), featurized.select(range(n - num_held_out, n))
+
+
+# ------------------------------------------------------------------------------------------------ variants
+
+
+def variant_specs(preset: str, bf16: bool) -> list[dict[str, Any]]:
+    """``today`` / ``new_fp32`` / ``new`` (see the module docstring)."""
+    return [
+        {"name": "today", "overrides": dict(TODAY[preset]), "bf16": False, "channels_last": False},
+        {"name": "new_fp32", "overrides": {}, "bf16": False, "channels_last": True},
+        {"name": "new", "overrides": {}, "bf16": bf16, "channels_last": True},
+    ]
+
+
+def build_variant(preset: str, spec: dict[str, Any], seed: int = 0, lr: float = 1e-3) -> dict[str, Any]:
+    """Model (train mode), AdamW optimizer and autocast context of one variant."""
+    from mmsa_hf.modeling import MMSAConfig, MMSAForPretraining
+
+    torch.manual_seed(seed)
+    config = MMSAConfig.from_preset(preset, **spec["overrides"])
+    model = MMSAForPretraining(config).train()
+    if model.mmsa.image_encoder is not None:
+        model.mmsa.image_encoder.memory_format = torch.channels_last if spec["channels_last"] else torch.contiguous_format
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
+    return {**spec, "config": config, "model": model, "optimizer": optimizer}
+
+
+def autocast(variant: dict[str, Any]):
+    if variant["bf16"]:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def geometry_settings(config) -> dict[str, Any]:
+    keys = ("geometry_num_layers", "geometry_hidden_size", "geometry_num_filters", "geometry_num_rbf",
+            "geometry_cutoff", "geometry_shared_filter_network")
+    return {k: getattr(config, k) for k in keys}
+
+
+# ------------------------------------------------------------------------------------------------ timing
+
+
+def train_step(variant: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+    """Forward, backward and AdamW step of the whole pretraining model; returns the loss."""
+    model, optimizer = variant["model"], variant["optimizer"]
+    with autocast(variant):
+        loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def encoder_step(variant: dict[str, Any], part: str, batch: dict[str, Any]) -> None:
+    """Forward + backward of one encoder alone on ``batch`` (gradients discarded)."""
+    mmsa = variant["model"].mmsa
+    n = batch["ptr"].numel() - 1
+    with autocast(variant):
+        if part == "graph":
+            out = mmsa.graph_encoder(batch["atom_features"], batch["bond_features"], batch["edge_index"],
+                                     batch["batch"], ptr=batch["ptr"], num_graphs=n)
+        elif part == "image":
+            out = mmsa.image_encoder(batch["pixel_values"])
+        else:
+            out = mmsa.geometry_encoder(batch["atomic_numbers"], batch["pos"], batch["batch"], ptr=batch["ptr"],
+                                        atom_features=batch["atom_features"], num_graphs=n)
+        loss = out.molecule_embedding.float().square().mean()
+    loss.backward()
+    variant["model"].zero_grad(set_to_none=True)
+
+
+def timed(fn, *args) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of ``fn(*args)``. With one thread the CPU time is what the call costs on an
+    idle core, whatever else the machine runs (the wall time also counts the waits for a core)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn(*args)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def time_round(variant: dict[str, Any], batches: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """(wall, CPU) seconds per batch of the whole step and of each encoder, for one variant over ``batches``."""
+    out: dict[str, list[tuple[float, float]]] = {part: [] for part in PARTS}
+    for batch in batches:
+        out["step"].append(timed(train_step, variant, batch))
+        for part in PARTS[1:]:
+            out[part].append(timed(encoder_step, variant, part, batch))
+    return out
+
+
+def collate_batches(collator, dataset, batch_size: int, count: int, offset: int = 0) -> tuple[list, list]:
+    """``count`` collated batches (from row ``offset``) and the (wall, CPU) seconds each collation took."""
+    batches, seconds = [], []
+    for i in range(count):
+        start = offset + i * batch_size
+        rows = [dataset[j] for j in range(start, start + batch_size)]
+        wall, cpu = time.perf_counter(), time.process_time()
+        batch = collator(rows)
+        seconds.append((time.perf_counter() - wall, time.process_time() - cpu))
+        batch.pop("row_index", None)
+        batches.append(batch)
+    return batches, seconds
+
+
+def summarize(times: dict[str, list[tuple[float, float]]], batch_size: int) -> dict[str, Any]:
+    """Median wall / CPU milliseconds and molecules/s of every part."""
+    out = {}
+    for part, samples in times.items():
+        wall = statistics.median(w for w, _ in samples)
+        cpu = statistics.median(c for _, c in samples)
+        out[part] = {"median_ms": round(1000 * wall, 1), "molecules_per_s": round(batch_size / wall, 1),
+                     "cpu_median_ms": round(1000 * cpu, 1), "molecules_per_cpu_s": round(batch_size / cpu, 1),
+                     "samples": len(samples)}
+    return out
+
+
+def speed_preset(preset: str, dataset, processor, args) -> dict[str, Any]:
+    """All variants of one preset, alternating within every round on the same batches."""
+    from mmsa_hf.data import MMSACollator
+
+    batch_size = args.batch_size if preset == "small" else args.base_batch_size
+    bf16 = cpu_bf16_ok()
+    variants = [build_variant(preset, spec) for spec in variant_specs(preset, bf16)]
+    collator = MMSACollator(processor)
+    warmup, collate_s = collate_batches(collator, dataset, batch_size, 1)
+    for variant in variants:
+        time_round(variant, warmup)  # first-call allocations, oneDNN primitive creation
+    times = {v["name"]: {part: [] for part in PARTS} for v in variants}
+    steps = args.steps_per_round if preset == "small" else args.base_steps_per_round
+    for round_index in range(args.rounds):
+        batches, seconds = collate_batches(collator, dataset, batch_size, steps, offset=(1 + round_index * steps) * batch_size)
+        collate_s += seconds
+        for variant in variants:  # alternate
+            for part, values in time_round(variant, batches).items():
+                times[variant["name"]][part].extend(values)
+        print(f"[{preset}] round {round_index + 1}/{args.rounds}: "
+              + ", ".join(f"{n} {1000 * statistics.median(w for w, _ in t['step']):.0f} ms" for n, t in times.items()),
+              flush=True)
+    return report_preset(preset, variants, times, collate_s, batch_size, bf16)
+
+
+def report_preset(preset, variants, times, collate_s, batch_size, bf16) -> dict[str, Any]:
+    collate = summarize({"collate": collate_s}, batch_size)["collate"]
+    result = {"batch_size": batch_size, "image_size": None, "bf16_autocast_in_new": bf16,
+              "collate_median_ms": collate["median_ms"], "collate_cpu_median_ms": collate["cpu_median_ms"],
+              "variants": {}}
+    for variant in variants:
+        parts = summarize(times[variant["name"]], batch_size)
+        wall = parts["step"]["median_ms"] + collate["median_ms"]
+        cpu = parts["step"]["cpu_median_ms"] + collate["cpu_median_ms"]
+        parts["step_plus_collate"] = {"median_ms": round(wall, 1), "molecules_per_s": round(1000 * batch_size / wall, 1),
+                                      "cpu_median_ms": round(cpu, 1),
+                                      "molecules_per_cpu_s": round(1000 * batch_size / cpu, 1)}
+        result["variants"][variant["name"]] = {
+            "geometry": geometry_settings(variant["config"]), "bf16": variant["bf16"],
+            "channels_last": variant["channels_last"], "parts": parts}
+    v = {name: result["variants"][name]["parts"] for name in ("today", "new_fp32", "new")}
+    for key, label in (("median_ms", "wall"), ("cpu_median_ms", "cpu")):
+        result[f"speedup_new_vs_today_{label}"] = {
+            p: round(v["today"][p][key] / v["new"][p][key], 2) for p in PARTS + ("step_plus_collate",)}
+        result[f"bf16_gain_step_{label}"] = round(v["new_fp32"]["step"][key] / v["new"]["step"][key], 2)
+    return result
+
+
+def cpu_bf16_ok() -> bool:
+    from mmsa_hf.training.common import cpu_supports_bf16
+
+    return cpu_supports_bf16()
+
+
+# ------------------------------------------------------------------------------------------------ quality proxy
+
+
+def proxy_train(preset: str, spec: dict[str, Any], train, processor, steps: int, batch_size: int, seed: int):
+    """Pretrain one variant for ``steps`` steps (cosine schedule, 5% warm-up) in a seeded data order."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    from mmsa_hf.data import MMSACollator
+
+    variant = build_variant(preset, spec, seed=seed)
+    scheduler = get_cosine_schedule_with_warmup(variant["optimizer"], int(0.05 * steps), steps)
+    loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True,
+                                         collate_fn=MMSACollator(processor),
+                                         generator=torch.Generator().manual_seed(seed))
+    done, seen, losses, start = 0, 0, [], time.perf_counter()
+    while done < steps:
+        for batch in loader:
+            batch.pop("row_index", None)
+            losses.append(float(train_step(variant, batch)))
+            scheduler.step()
+            done, seen = done + 1, seen + int(batch["valid_mask"].sum())
+            if done == steps:
+                break
+    seconds = time.perf_counter() - start
+    return variant, {"steps": steps, "molecules_seen": seen, "train_seconds": round(seconds, 1),
+                     "molecules_per_s": round(seen / seconds, 1), "final_loss_mean_last_20": round(
+                         statistics.fmean(losses[-20:]), 4)}
+
+
+@torch.no_grad()
+def held_out_embeddings(model, held_out, processor) -> dict[str, torch.Tensor]:
+    """Projected graph / image / 3D embeddings (eval mode, fp32) of the held-out molecules."""
+    from mmsa_hf.data import MMSACollator
+
+    model.eval()
+    collator, views = MMSACollator(processor), {"graph": [], "image": [], "geometry": []}
+    for start in range(0, len(held_out), 64):
+        batch = collator([held_out[i] for i in range(start, min(start + 64, len(held_out)))])
+        batch.pop("row_index", None)
+        out = model.mmsa(**batch)
+        for view in views:
+            views[view].append(getattr(out, f"{view}_embedding").float())
+    model.train()
+    return {view: torch.cat(chunks) for view, chunks in views.items()}
+
+
+def retrieval(query: torch.Tensor, keys: torch.Tensor) -> dict[str, float]:
+    """Top-1 / top-5 accuracy and mean reciprocal rank of finding molecule ``i``'s key for query ``i`` (cosine)."""
+    similarity = torch.nn.functional.normalize(query, dim=-1) @ torch.nn.functional.normalize(keys, dim=-1).t()
+    correct = similarity.diagonal().unsqueeze(1)
+    rank = (similarity > correct).sum(dim=1) + 1  # 1 = best
+    return {"top1": round(float((rank == 1).float().mean()), 4), "top5": round(float((rank <= 5).float().mean()), 4),
+            "mrr": round(float((1.0 / rank).mean()), 4)}
+
+
+def run_proxy(train, held_out, processor, args) -> dict[str, Any]:
+    """``today`` vs ``new`` (small preset): same steps, same molecules, same order; retrieval on held-out."""
+    out = {"preset": "small", "steps": args.proxy_steps, "batch_size": args.batch_size, "train_molecules": len(train),
+           "held_out_molecules": len(held_out), "seeds": args.proxy_seeds, "runs": {}}
+    for spec in [s for s in variant_specs("small", cpu_bf16_ok()) if s["name"] != "new_fp32"]:
+        for seed in args.proxy_seeds:
+            variant, training = proxy_train("small", spec, train, processor, args.proxy_steps, args.batch_size, seed)
+            views = held_out_embeddings(variant["model"], held_out, processor)
+            record = {"training": training, "graph_to_image": retrieval(views["graph"], views["image"]),
+                      "graph_to_geometry": retrieval(views["graph"], views["geometry"]),
+                      "geometry": geometry_settings(variant["config"]), "bf16": spec["bf16"]}
+            out["runs"].setdefault(spec["name"], []).append(record)
+            print(f"[proxy] {spec['name']} seed {seed}: {json.dumps(record)}", flush=True)
+    out["mean"] = {name: {task: {k: round(statistics.fmean(r[task][k] for r in runs), 4) for k in ("top1", "top5", "mrr")}
+                          for task in ("graph_to_image", "graph_to_geometry")} for name, runs in out["runs"].items()}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def environment_line(env: dict[str, Any]) -> str:
+    return (f"Measured {env.get('measured_at')}: torch {env.get('torch')}, {env.get('torch_num_threads')} thread(s) "
+            f"(OMP_NUM_THREADS={env.get('OMP_NUM_THREADS')}), {env.get('available_cores')} cores available, native "
+            f"bf16: {env.get('cpu_bf16_native')}, load average {env.get('load_average')}.")
+
+
+def environment() -> dict[str, Any]:
+    from mmsa_hf.training.common import available_cores
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torch_num_threads": torch.get_num_threads(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "available_cores": available_cores(),
+            "cpu_bf16_native": cpu_bf16_ok(), "load_average": [round(x, 2) for x in os.getloadavg()],
+            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _part_rows(r: dict[str, Any], names: list[str], clock: str) -> list[str]:
+    ms_key, rate_key = ("cpu_median_ms", "molecules_per_cpu_s") if clock == "cpu" else ("median_ms", "molecules_per_s")
+    lines = ["| part | " + " | ".join(f"{n} ms | {n} mol/s" for n in names) + " | new / today |",
+             "|---|" + "---:|---:|" * len(names) + "---:|"]
+    for part in PARTS + ("step_plus_collate",):
+        cells = []
+        for name in names:
+            p = r["variants"][name]["parts"][part]
+            cells += [f"{p[ms_key]}", f"{p[rate_key]}"]
+        lines.append(f"| {part} | " + " | ".join(cells) + f" | {r[f'speedup_new_vs_today_{clock}'][part]}x |")
+    return lines
+
+
+def speed_table(preset: str, r: dict[str, Any]) -> list[str]:
+    names = list(r["variants"])
+    lines = [f"### `{preset}` (batch {r['batch_size']}, {r['image_size']} px; collation {r['collate_cpu_median_ms']}"
+             f" ms CPU / {r['collate_median_ms']} ms wall a batch, the same for every variant)", "",
+             environment_line(r.get("environment", {})), "", "CPU time of the process (one thread: what the work costs on an idle core):", ""]
+    lines += _part_rows(r, names, "cpu") + ["", "Wall-clock time (includes waiting for a core on the shared box):", ""]
+    lines += _part_rows(r, names, "wall")
+    lines += ["", "| variant | geometry filters | cutoff (Å) | shared filter net | image memory format | bf16 |",
+              "|---|---:|---:|---|---|---|"]
+    for name in names:
+        v = r["variants"][name]
+        g = v["geometry"]
+        lines.append(f"| {name} | {g['geometry_num_filters']} | {g['geometry_cutoff']} | "
+                     f"{g['geometry_shared_filter_network']} | {'channels_last' if v['channels_last'] else 'NCHW'} | "
+                     f"{v['bf16']} |")
+    lines += ["", f"bf16 autocast gain on the whole step (new_fp32 / new): {r['bf16_gain_step_cpu']}x CPU time, "
+              f"{r['bf16_gain_step_wall']}x wall.", ""]
+    return lines
+
+
+def proxy_table(p: dict[str, Any]) -> list[str]:
+    lines = [f"## Quality proxy (`small`, {p['steps']} steps of {p['batch_size']} on {p['train_molecules']} molecules, "
+             f"seeds {p['seeds']}; retrieval among {p['held_out_molecules']} held-out molecules, chance 1/"
+             f"{p['held_out_molecules']})", "", environment_line(p.get("environment", {})), "",
+             "| variant | seed | train mol/s | molecules seen | loss (last 20) | graph->image top-1 | top-5 | MRR "
+             "| graph->3D top-1 | top-5 | MRR |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, runs in p["runs"].items():
+        for seed, r in zip(p["seeds"], runs):
+            gi, gg, t = r["graph_to_image"], r["graph_to_geometry"], r["training"]
+            lines.append(f"| {name} | {seed} | {t['molecules_per_s']} | {t['molecules_seen']} | "
+                         f"{t['final_loss_mean_last_20']} | {gi['top1']} | {gi['top5']} | {gi['mrr']} | "
+                         f"{gg['top1']} | {gg['top5']} | {gg['mrr']} |")
+    for name, m in p["mean"].items():
+        lines.append(f"| **{name} mean** | | | | | {m['graph_to_image']['top1']} | {m['graph_to_image']['top5']} | "
+                     f"{m['graph_to_image']['mrr']} | {m['graph_to_geometry']['top1']} | "
+                     f"{m['graph_to_geometry']['top5']} | {m['graph_to_geometry']['mrr']} |")
+    return lines + [""]
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    lines = ["# Pretraining speed (issue 10)", "",
+             "**The machine was shared** with other jobs (2 vCPUs; the load average at each measurement is given), so "
+             "absolute numbers are noisy and slower than on an idle machine; the variants alternate within every round "
+             "on the same batches, so their ratios are fair. One torch thread.", "",
+             "Median per batch. `step` = forward + backward + AdamW step of `MMSAForPretraining`; `graph` / `image` /"
+             " `geometry` = forward + backward of that encoder alone; `step_plus_collate` adds the collation (PNG "
+             "decoding); molecules/s = batch size / median time.", ""]
+    for preset, r in results.get("speed", {}).items():
+        lines += speed_table(preset, r)
+    small = results.get("speed", {}).get("small")
+    if small:
+        parts = {name: small["variants"][name]["parts"]["step"] for name in ("today", "new")}
+        got = parts["new"]["molecules_per_cpu_s"]
+        lines += [f"Target: `small` >= {TARGET_MOLECULES_PER_S:.0f} molecules/s a step on one thread: **{got}** "
+                  f"molecules per CPU-second ({'met' if got >= TARGET_MOLECULES_PER_S else 'missed'}; "
+                  f"{parts['new']['molecules_per_s']} by the wall clock of the shared box); today's configuration in "
+                  f"the same run: {parts['today']['molecules_per_cpu_s']} ({parts['today']['molecules_per_s']} wall).",
+                  ""]
+    if results.get("proxy"):
+        lines += proxy_table(results["proxy"])
+    return "\n".join(lines)
+
+
+def speed_molecules(preset: str, args: argparse.Namespace):
+    """``small``: the proxy's sample (one featurisation serves both); other presets featurise (at their image size)
+    only the molecules their rounds need."""
+    if preset == "small":
+        return load_molecules(args.train_molecules, args.held_out, preset)
+    needed = (1 + args.rounds * args.base_steps_per_round) * args.base_batch_size
+    return load_molecules(needed, 0, preset)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", nargs="*", default=["small", "base"])
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--base_batch_size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--steps_per_round", type=int, default=3)
+    parser.add_argument("--base_steps_per_round", type=int, default=1)
+    parser.add_argument("--proxy_steps", type=int, default=300, help="0: skip the quality proxy")
+    parser.add_argument("--proxy_seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--train_molecules", type=int, default=4000)
+    parser.add_argument("--held_out", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS or all)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results: dict[str, Any] = {}
+    for preset in args.presets:
+        processor, train, _ = speed_molecules(preset, args)
+        result = speed_preset(preset, train, processor, args)
+        result["image_size"] = processor.image_processor.image_size
+        result["environment"] = environment()
+        results = write_results(lambda r: r.setdefault("speed", {}).update({preset: result}))
+    if args.proxy_steps:
+        processor, train, held_out = load_molecules(args.train_molecules, args.held_out, "small")
+        proxy = run_proxy(train, held_out, processor, args)
+        proxy["environment"] = environment()
+        results = write_results(lambda r: r.update(proxy=proxy))
+    print(to_markdown(results))
+    return results
+
+
+def write_results(update) -> dict[str, Any]:
+    """Apply ``update`` to the results file as it is now (so runs of different sections can overlap) and rewrite
+    the JSON and the Markdown."""
+    path = RESULTS_DIR / "pretrain_speed.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    update(results)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS_DIR / "pretrain_speed.md").write_text(to_markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

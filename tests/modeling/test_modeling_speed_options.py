@@ -1,0 +1,137 @@
+"""Issue 10's speed options: the shared filter network and the other geometry fields (config round trip, saved
+tensors, invariance, the SchNet maths), channels-last and bf16 autocast against the fp32 NCHW path."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmsa_hf.modeling import MMSAConfig, MMSAForPretraining, MMSAModel
+from mmsa_hf.modeling.configuration_mmsa import PRESETS
+from mmsa_hf.modeling.encoder_geometry import MMSAGeometryEncoder, radius_graph_per_molecule
+from mmsa_hf.modeling.encoder_image import MMSAImageEncoder
+from mmsa_hf.modeling.testing_utils import assert_invariant, make_random_batch
+
+from mmsa_modeling_testutils import assert_state_dicts_equal, tiny_config
+
+SPEED_FIELDS = {"geometry_num_filters": 24, "geometry_cutoff": 4.0, "geometry_shared_filter_network": True}
+
+
+def _geometry_inputs(batch):
+    return {k: batch[k] for k in ("atomic_numbers", "pos", "batch", "ptr", "atom_features")}
+
+
+def test_geometry_speed_fields_round_trip(tmp_path):
+    config = tiny_config(**SPEED_FIELDS)
+    config.save_pretrained(tmp_path)
+    loaded = MMSAConfig.from_pretrained(tmp_path)
+    for name, value in SPEED_FIELDS.items():
+        assert getattr(loaded, name) == value, name
+    assert MMSAConfig().geometry_shared_filter_network is False  # class default: SchNet's per-block filters
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_model_save_load_keeps_every_tensor(tmp_path, shared):
+    model = MMSAForPretraining(tiny_config(**{**SPEED_FIELDS, "geometry_shared_filter_network": shared}))
+    model.save_pretrained(tmp_path)
+    loaded = MMSAForPretraining.from_pretrained(tmp_path)
+    assert loaded.config.geometry_shared_filter_network is shared
+    assert_state_dicts_equal(model.state_dict(), loaded.state_dict())
+
+
+def test_filter_network_parameter_names():
+    per_block = MMSAGeometryEncoder(tiny_config()).state_dict()
+    shared = MMSAGeometryEncoder(tiny_config(geometry_shared_filter_network=True)).state_dict()
+    # per-block names are those of checkpoints written before the option existed
+    assert {"interactions.0.filter_network.0.weight", "interactions.1.filter_network.2.bias"} <= set(per_block)
+    assert not any(k.startswith("filter_network") for k in per_block)
+    assert {"filter_network.0.weight", "filter_network.2.bias"} <= set(shared)
+    assert not any(".filter_network." in k for k in shared)
+    assert sum(v.numel() for v in shared.values()) < sum(v.numel() for v in per_block.values())
+
+
+def test_shared_filter_network_must_be_bool():
+    with pytest.raises(ValueError, match="geometry_shared_filter_network"):
+        tiny_config(geometry_shared_filter_network="yes")
+
+
+@pytest.mark.parametrize("overrides", [SPEED_FIELDS, {**SPEED_FIELDS, "geometry_shared_filter_network": False}])
+def test_geometry_encoder_invariance_with_speed_settings(overrides):
+    batch = make_random_batch(num_molecules=5, num_placeholders=1, seed=11, max_atoms=14)
+    encoder = MMSAGeometryEncoder(tiny_config(**overrides))
+    assert assert_invariant(encoder, batch, atol=1e-4) < 1e-4
+
+
+def _reference_schnet(encoder, atomic_numbers, pos, batch, ptr, **unused):
+    """The 3D encoder written out layer by layer (filters recomputed in every block, as before the refactor)."""
+    h = encoder.atom_type_embedding(atomic_numbers.clamp(0, encoder.num_atom_types - 1))
+    (source, target), d = radius_graph_per_molecule(pos, batch, encoder.cutoff, ptr=ptr)
+    rbf = torch.exp(encoder.rbf.coeff * (d.unsqueeze(-1) - encoder.rbf.offset) ** 2)
+    envelope = 0.5 * (torch.cos(d * math.pi / encoder.cutoff) + 1.0)
+    ssp = lambda x: F.softplus(x) - math.log(2.0)  # noqa: E731
+    for block in encoder.interactions:
+        network = block.filter_network if block.filter_network is not None else encoder.filter_network
+        filters = network(rbf) * envelope.unsqueeze(-1)
+        messages = block.in_projection(h)[source] * filters
+        aggregated = torch.zeros(h.size(0), messages.size(1)).index_add(0, target, messages)
+        h = h + block.output(ssp(block.out_projection(aggregated)))
+    atoms = encoder.output_network(h)
+    counts = torch.bincount(batch, minlength=ptr.numel() - 1).clamp(min=1).unsqueeze(-1)
+    return torch.zeros(ptr.numel() - 1, atoms.size(1)).index_add(0, batch, atoms) / counts
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_geometry_encoder_matches_the_schnet_formula(shared):
+    batch = make_random_batch(num_molecules=4, seed=12, max_atoms=12)
+    encoder = MMSAGeometryEncoder(tiny_config(geometry_shared_filter_network=shared)).eval()
+    got = encoder(**_geometry_inputs(batch)).molecule_embedding
+    torch.testing.assert_close(got, _reference_schnet(encoder, **_geometry_inputs(batch)), atol=1e-5, rtol=1e-5)
+
+
+def test_image_encoder_channels_last_matches_nchw():
+    encoder = MMSAImageEncoder(tiny_config()).eval()
+    pixels = torch.randn(4, 3, 48, 48)
+    fast = encoder(pixels).molecule_embedding
+    encoder.memory_format = torch.contiguous_format
+    reference = encoder(pixels).molecule_embedding
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-4)
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp(min=1e-12))
+
+
+def test_bf16_autocast_close_to_fp32():
+    torch.manual_seed(0)
+    batch = make_random_batch(num_molecules=6, num_placeholders=1, seed=13)
+    model = MMSAModel(tiny_config(**SPEED_FIELDS)).eval()
+    model.image_encoder.memory_format = torch.contiguous_format
+    with torch.no_grad():
+        reference = model(**batch)
+        model.image_encoder.memory_format = torch.channels_last
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = model(**batch)
+    for name in ("graph_pooled_output", "image_pooled_output", "geometry_pooled_output", "unified_embedding"):
+        assert _relative_error(getattr(fast, name), getattr(reference, name)) < 3e-2, name
+
+
+def test_bf16_autocast_training_step_gives_finite_gradients():
+    batch = make_random_batch(num_molecules=6, seed=14)
+    model = MMSAForPretraining(tiny_config(**SPEED_FIELDS)).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(**batch).loss
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert torch.isfinite(loss) and grads and all(torch.isfinite(g).all() for g in grads)
+    assert all(g.dtype == torch.float32 for g in grads)  # master weights stay fp32
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_document_the_speed_fields(preset):
+    config = MMSAConfig.from_preset(preset)
+    for name in ("geometry_num_filters", "geometry_cutoff", "geometry_shared_filter_network"):
+        assert name in PRESETS[preset], (preset, name)
+        assert getattr(config, name) == PRESETS[preset][name]
