@@ -108,8 +108,6 @@ def test_pretrained_and_scratch_with_one_seed_share_the_head_but_not_the_backbon
 
 
 def test_pre_collated_graph_batch_equals_the_row_collator(data, bbbp_subset_csv, tmp_path):
-    from mmsa_hf.data import MMSACollator
-
     graph = data["splits"]["train"]
     args = ft.parse_args(["--from_scratch", "--config", "tiny", "--dataset", str(bbbp_subset_csv),
                           "--label_columns", "p_np", "--task_type", "classification", "--split", "random",
@@ -120,3 +118,26 @@ def test_pre_collated_graph_batch_equals_the_row_collator(data, bbbp_subset_csv,
     fast, slow = graph.batch(order), rows.batch(order)
     for key in ("atom_features", "bond_features", "edge_index", "batch", "ptr", "valid_mask", "labels"):
         assert torch.equal(fast[key], slow[key]), key
+
+
+def test_processor_for_views_asks_for_the_graph_view_with_the_checkpoint_feature_settings(monkeypatch):
+    from mmsa_hf.training.common import build_processor
+
+    base = build_processor(image_size=96, max_atoms=200, fragments="largest")
+    calls = []
+
+    def build_with_views(image_size=224, views=None, **settings):
+        calls.append({"image_size": image_size, "views": views, **settings})
+        return "graph-only processor"
+
+    monkeypatch.setattr(ft, "build_processor", build_with_views)
+    assert ft.processor_for_views(("graph",), base=base) == "graph-only processor"
+    assert calls[0]["views"] == ("graph",) and calls[0]["image_size"] == 96
+    assert calls[0]["max_atoms"] == 200 and calls[0]["fragments"] == "largest"
+
+
+def test_processor_for_views_falls_back_to_the_full_processor_without_the_views_api(monkeypatch):
+    monkeypatch.setattr(ft, "build_processor", lambda image_size=224, **settings: ("full", image_size, settings))
+    base = object()
+    assert ft.processor_for_views(("graph",), base=base) is base
+    assert ft.processor_for_views(("graph",), image_size=64) == ("full", 64, {})
