@@ -72,6 +72,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--max_grad_norm", type=float, default=5.0)
     add("--max_molecules_per_split", type=int, default=None, help="smoke tests: first N molecules of each split")
     add("--workers", type=int, default=2, help="worker processes, one torch thread each (1 = in this process)")
+    add("--grid_seeds", type=int, default=None,
+        help="run the learning-rate grid on the first K seeds only; the other seeds then run at the rate those K "
+             "seeds chose on validation (default: the grid on every seed)")
     add("--max_cells", type=int, default=None, help="stop after computing this many new cells")
     add("--work_dir", default=str(REPO / "runs" / "moleculenet_v2"))
     add("--results", default=str(REPO / "benchmarks" / "results" / "moleculenet_v2"),
@@ -249,20 +252,39 @@ def _cell_record(job: dict[str, Any], out: dict[str, Any], wall_seconds: float, 
     }
 
 
-def pending_jobs(args: argparse.Namespace, results: dict[str, Any],
-                 sources: dict[str, dict[str, str | None]]) -> list[dict[str, Any]]:
-    """The cells not yet in ``results``, largest datasets first (better load balance over the workers)."""
-    size = {d: len(_features(args.work_dir, d)["splits"]["train"]) for d in args.datasets}
-    jobs = []
-    for dataset in sorted(args.datasets, key=lambda d: -size[d]):
-        for seed in args.seeds:
-            for lr in args.backbone_lrs:
-                for row in args.rows:
-                    key = cell_key(row, dataset, seed, lr)
-                    if key not in results["cells"]:
-                        jobs.append({"key": key, "row": row, "dataset": dataset, "seed": seed, "lr": lr,
-                                     "work_dir": args.work_dir, **sources[row], **_job_settings(args)})
-    return jobs[: args.max_cells] if args.max_cells is not None else jobs
+def _job(args: argparse.Namespace, sources, row: str, dataset: str, seed: int, lr: float) -> dict[str, Any]:
+    return {"key": cell_key(row, dataset, seed, lr), "row": row, "dataset": dataset, "seed": seed, "lr": lr,
+            "work_dir": args.work_dir, **sources[row], **_job_settings(args)}
+
+
+def _by_size(args: argparse.Namespace) -> list[str]:
+    """Largest training sets first (better load balance over the workers)."""
+    return sorted(args.datasets, key=lambda d: -len(_features(args.work_dir, d)["splits"]["train"]))
+
+
+def grid_jobs(args: argparse.Namespace, results: dict[str, Any], sources) -> list[dict[str, Any]]:
+    """Missing cells of the learning-rate grid: every rate for the first ``--grid_seeds`` seeds (all by default)."""
+    seeds = args.seeds[: args.grid_seeds] if args.grid_seeds else args.seeds
+    jobs = [_job(args, sources, row, dataset, seed, lr) for dataset in _by_size(args) for seed in seeds
+            for lr in args.backbone_lrs for row in args.rows]
+    return [j for j in jobs if j["key"] not in results["cells"]]
+
+
+def followup_jobs(args: argparse.Namespace, results: dict[str, Any], sources) -> list[dict[str, Any]]:
+    """With ``--grid_seeds K``: the other seeds, each only at the rate the K grid seeds chose on validation
+    (for a (row, dataset) whose grid is complete)."""
+    if not args.grid_seeds or args.grid_seeds >= len(args.seeds):
+        return []
+    grid_seeds, jobs = set(args.seeds[: args.grid_seeds]), []
+    for dataset in _by_size(args):
+        for row in args.rows:
+            cells = [c for c in results["cells"].values() if c["row"] == row and c["dataset"] == dataset
+                     and c["seed"] in grid_seeds and c["backbone_lr"] in args.backbone_lrs]
+            if len(cells) < len(grid_seeds) * len(args.backbone_lrs):
+                continue
+            lr = select_backbone_lr(cells)[0]
+            jobs += [_job(args, sources, row, dataset, seed, lr) for seed in args.seeds[args.grid_seeds:]]
+    return [j for j in jobs if j["key"] not in results["cells"]]
 
 
 def _job_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -302,6 +324,25 @@ def execute(jobs: list[dict[str, Any]], results: dict[str, Any], path: Path, wor
         for key, cell in pool.imap_unordered(run_cell, jobs, chunksize=1):
             record(key, cell)
     return done
+
+
+def run_pending(args: argparse.Namespace, results: dict[str, Any], sources, path: Path) -> list[str]:
+    """The missing grid cells, then (``--grid_seeds``) the follow-up seeds at the chosen rates; at most
+    ``--max_cells`` new cells in all."""
+    budget = args.max_cells if args.max_cells is not None else math.inf
+    rate = throughput(results)["cell_molecules_per_cpu_s"] if results["cells"] else None
+    grid = grid_jobs(args, results, sources)
+    print(f"to run: {estimate(args, grid, rate)} in the grid ({len(results['cells'])} cells done)", flush=True)
+    if args.grid_seeds and args.grid_seeds < len(args.seeds):
+        done = {(c["row"], c["dataset"], c["seed"]) for c in results["cells"].values()}
+        planned = [{"dataset": d, "epochs": args.epochs} for d in args.datasets for row in args.rows
+                   for seed in args.seeds[args.grid_seeds:] if (row, d, seed) not in done]
+        print(f"then, at the chosen rates: {estimate(args, planned, rate)}", flush=True)
+    computed = execute(grid[: int(min(budget, len(grid)))], results, path, args.workers)
+    followup = followup_jobs(args, results, sources)
+    if followup and budget > len(computed):
+        computed += execute(followup[: int(min(budget - len(computed), len(followup)))], results, path, args.workers)
+    return computed
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -521,10 +562,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.table_only:
         start = time.time()
         featurize_seconds = prepare_features(args, sources)
-        jobs = pending_jobs(args, results, sources)
-        rate = throughput(results)["cell_molecules_per_cpu_s"] if results["cells"] else None
-        print(f"to run: {estimate(args, jobs, rate)} ({len(results['cells'])} cells done)", flush=True)
-        computed = execute(jobs, results, path, args.workers)
+        computed = run_pending(args, results, sources, path)
         timings = results.setdefault("timings", {})
         timings.setdefault("featurize_seconds", {}).update(featurize_seconds)
         timings.setdefault("sittings", []).append({"cells": len(computed), "workers": args.workers,

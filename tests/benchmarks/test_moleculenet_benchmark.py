@@ -97,3 +97,17 @@ def test_selection_compares_rates_on_the_seeds_they_share_and_ignores_nan():
              _cell(3e-4, 0, math.nan, 0.99), _cell(3e-4, 1, math.nan, 0.99)]
     lr, means = bench.select_backbone_lr(cells)  # seed 0 only: 0.80 vs 0.79
     assert lr == 1e-3 and means["0.001"] == pytest.approx(0.80)
+
+
+def test_grid_seeds_run_the_grid_on_k_seeds_and_the_rest_at_the_rate_they_chose(setup):
+    run = bench.main(_argv(setup, "grid1", "--workers", "1", "--grid_seeds", "1", "--seeds", "0", "1", "2"))
+    results = run["results"]
+    cells = list(results["cells"].values())
+    assert len(run["computed"]) == len(cells) == 2 * 2 + 2 * 2  # grid: 2 rows x 2 rates; then 2 rows x 2 seeds
+    for row in ("pretrained", "scratch"):
+        grid = [c for c in cells if c["row"] == row and c["seed"] == 0]
+        chosen, _ = bench.select_backbone_lr(grid)
+        later = [c for c in cells if c["row"] == row and c["seed"] > 0]
+        assert {c["backbone_lr"] for c in later} == {chosen}
+        entry = results["summary"]["rows"][row]["datasets"]["bbbp"]
+        assert entry["backbone_lr"] == chosen and entry["test"]["n"] == 3
