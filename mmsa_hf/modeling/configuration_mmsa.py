@@ -33,7 +33,8 @@ MODALITIES = ("graph", "image", "geometry")
 MEMORY_UPDATE_RULES = ("ema", "gradient")
 GRAPH_JK_MODES = ("last", "sum", "concat")
 POOLING_MODES = ("mean", "sum", "max")
-HYPERGRAPH_CONSISTENCY_TARGETS = ("fused", "views")
+HYPERGRAPH_CONSISTENCY_TARGETS = ("masked", "fused", "views")
+MEMORY_SPACES = ("shared", "fused_ema")
 RECONSTRUCTION_LOSS_TYPES = ("cosine", "mse")
 DOWNSTREAM_EMBEDDINGS = ("auto", "unified", "fused", "graph")
 
@@ -167,9 +168,13 @@ class MMSAConfig(PreTrainedConfig):
         hypergraph_anchor_k (`int`, defaults to 3): nearest memory anchors in each molecule's anchor hyperedge.
         hypergraph_num_layers (`int`, defaults to 2): `HypergraphConv` layers (each with a residual connection).
         hypergraph_dropout (`float`, defaults to 0.0).
-        hypergraph_consistency_target (`str`, defaults to `"fused"`): the hypergraph consistency loss is InfoNCE
-            between the refined embedding and the fused embedding (`"fused"`) or the mean of InfoNCE against each
-            present view embedding (`"views"`).
+        hypergraph_consistency_target (`str`, defaults to `"masked"`): the hypergraph consistency loss.
+            `"masked"`: a random ``hypergraph_mask_ratio`` of the molecules enter the hypergraph as a learned mask
+            token, and their refined embedding must identify their own (stop-gradient) fused embedding among the
+            batch by InfoNCE, from their hypergraph neighbours alone. `"fused"`: InfoNCE between the refined and the
+            fused embedding (solved trivially by the residual; kept for ablation). `"views"`: mean of InfoNCE
+            against each present view embedding.
+        hypergraph_mask_ratio (`float`, defaults to 0.5): share of molecules masked by the `"masked"` target.
         memory_num_anchors (`int`, defaults to 256): anchors ``K`` in the memory bank.
         memory_temperature (`float`, defaults to 0.1): ``tau_m`` of the soft assignment softmax.
         memory_update_rule (`str`, defaults to `"ema"`): `"ema"` (EMA of the assigned embeddings, no gradients)
@@ -178,11 +183,23 @@ class MMSAConfig(PreTrainedConfig):
         memory_sinkhorn_iterations (`int`, defaults to 3): Sinkhorn-Knopp iterations of the swapped-prediction
             targets (0: plain sharpened softmax targets).
         memory_target_temperature (`float`, defaults to 0.05): temperature (Sinkhorn epsilon) of the targets.
+        memory_space (`str`, defaults to `"shared"`): which embeddings the memory scores and learns from.
+            `"shared"`: the fused embedding and every present view embedding are scored against the anchors, take
+            part in the swapped prediction, and update the anchors (one space for scoring and updating).
+            `"fused_ema"`: the first implementation, anchors EMA-updated from the fused embedding while the swap
+            scores only the view embeddings (kept for ablation).
         contrastive_temperature (`float`, defaults to 0.1): InfoNCE temperature.
         contrastive_weight, reconstruction_weight, hypergraph_weight, memory_weight (`float`): loss weights
             (defaults 1.0, 1.0, 0.5, 0.5).
         reconstruction_loss_type (`str`, defaults to `"cosine"`): `"cosine"` (1 - cos) or `"mse"`, to the
             stop-gradient target view embedding.
+        masked_atom_ratio (`float`, defaults to 0.15): node-level term on the 2D encoder (Hu et al. 2020): in
+            pretraining, this share of each molecule's atoms (at least one) enter the GIN as a learned mask
+            embedding, and the bonds touching them as learned per-layer mask embeddings. 0 switches it off.
+        masked_attribute_weight (`float`, defaults to 1.0): weight of the masked attribute loss (cross-entropy
+            on all 9 atom columns of the masked atoms and, with ``masked_bond_prediction``, on the 3 bond
+            columns of the masked bonds).
+        masked_bond_prediction (`bool`, defaults to `True`): also predict the masked bonds' attributes.
         downstream_modalities (`list[str]`, *optional*): views used by [`MMSAForMolecularPropertyPrediction`];
             `None` (default) means every enabled view; `["graph"]` alone is the GraphMVP-style protocol. Naming a
             disabled view raises.
@@ -245,7 +262,8 @@ class MMSAConfig(PreTrainedConfig):
     hypergraph_anchor_k: int = 3
     hypergraph_num_layers: int = 2
     hypergraph_dropout: float = 0.0
-    hypergraph_consistency_target: str = "fused"
+    hypergraph_consistency_target: str = "masked"
+    hypergraph_mask_ratio: float = 0.5
 
     memory_num_anchors: int = 256
     memory_temperature: float = 0.1
@@ -253,6 +271,7 @@ class MMSAConfig(PreTrainedConfig):
     memory_ema_momentum: float = 0.99
     memory_sinkhorn_iterations: int = 3
     memory_target_temperature: float = 0.05
+    memory_space: str = "shared"
 
     contrastive_temperature: float = 0.1
     contrastive_weight: float = 1.0
@@ -260,6 +279,9 @@ class MMSAConfig(PreTrainedConfig):
     reconstruction_loss_type: str = "cosine"
     hypergraph_weight: float = 0.5
     memory_weight: float = 0.5
+    masked_atom_ratio: float = 0.15
+    masked_attribute_weight: float = 1.0
+    masked_bond_prediction: bool = True
 
     downstream_modalities: list[str] | tuple[str, ...] | None = None
     downstream_embedding: str = "auto"
@@ -357,14 +379,16 @@ class MMSAConfig(PreTrainedConfig):
         if self.hidden_size % self.fusion_num_heads != 0:
             fail(f"`hidden_size` ({self.hidden_size}) must be divisible by `fusion_num_heads` ({self.fusion_num_heads}).")
 
-        for name in ("graph_dropout", "fusion_dropout", "hypergraph_dropout", "classifier_dropout", "modality_dropout"):
+        for name in ("graph_dropout", "fusion_dropout", "hypergraph_dropout", "classifier_dropout", "modality_dropout",
+                     "masked_atom_ratio", "hypergraph_mask_ratio"):
             probability(name)
         for name in ("geometry_cutoff", "memory_temperature", "memory_target_temperature", "contrastive_temperature"):
             positive_float(name)
         if not isinstance(self.initializer_range, (int, float)) or self.initializer_range < 0:
             fail(f"`initializer_range` must be >= 0, got {self.initializer_range!r}.")
 
-        for name in ("contrastive_weight", "reconstruction_weight", "hypergraph_weight", "memory_weight"):
+        for name in ("contrastive_weight", "reconstruction_weight", "hypergraph_weight", "memory_weight",
+                     "masked_attribute_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
                 fail(f"loss weight `{name}` must be a finite number >= 0, got {value!r}.")
@@ -378,6 +402,7 @@ class MMSAConfig(PreTrainedConfig):
             fail(f"`geometry_shared_filter_network` must be a bool, got {self.geometry_shared_filter_network!r}.")
         choice("memory_update_rule", MEMORY_UPDATE_RULES)
         choice("hypergraph_consistency_target", HYPERGRAPH_CONSISTENCY_TARGETS)
+        choice("memory_space", MEMORY_SPACES)
         choice("reconstruction_loss_type", RECONSTRUCTION_LOSS_TYPES)
         choice("downstream_embedding", DOWNSTREAM_EMBEDDINGS)
 
