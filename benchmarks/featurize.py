@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only-cache-run", action="store_true",
                         help="only (re)measure the datasets first/cached run and merge it into featurize.json")
     parser.add_argument("--only-hiv-graph-only", action="store_true",
-                        help="only (re)measure the graph-only HIV featurize_dataset run and merge it into featurize.json")
+                        help="only (re)measure the graph-only HIV featurize_dataset run (merged into featurize.json)")
     args = parser.parse_args(argv)
     if args.only_hiv_graph_only:
         results = json.loads((args.out / "featurize.json").read_text())

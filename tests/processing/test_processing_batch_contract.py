@@ -143,11 +143,13 @@ def test_progress_bar_for_long_inputs(capsys, monkeypatch):
     molecules = ["C"] * 257
     for show in (True, False):
         processor = MMSAProcessor(show_progress=show)
-        monkeypatch.setattr(processor, "featurize_one", lambda molecule, index, views=None: processor.placeholder_record(index, views))
+        monkeypatch.setattr(processor, "featurize_one",
+                            lambda molecule, index, views=None: processor.placeholder_record(index, views))
         assert len(processor.featurize(molecules)) == 257
         assert ("Featurizing molecules" in capsys.readouterr().err) is show
     quiet = MMSAProcessor(show_progress=True)
-    monkeypatch.setattr(quiet, "featurize_one", lambda molecule, index, views=None: quiet.placeholder_record(index, views))
+    monkeypatch.setattr(quiet, "featurize_one",
+                        lambda molecule, index, views=None: quiet.placeholder_record(index, views))
     quiet.featurize(molecules[:256])
     quiet.featurize(molecules, show_progress=False)
     assert "Featurizing molecules" not in capsys.readouterr().err
