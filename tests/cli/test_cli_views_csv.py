@@ -119,3 +119,15 @@ def test_graph_only_predict_equals_the_full_path(tmp_path, graph_model_dirs, inp
         expected = model(**full_batch).predictions.numpy()
     got = _read_csv(output)[["p_np", "toxic"]].to_numpy(np.float32)
     np.testing.assert_allclose(got[good_indices], expected, rtol=0, atol=1e-6)
+
+
+def test_featurizing_ahead_in_two_processes_keeps_rows_in_order(tmp_path, graph_model_dirs, inputs, good_indices):
+    """Many small chunks featurized by a 2-process pool ahead of the model give the 1-process output exactly."""
+    outputs = {}
+    for num_proc in ("1", "2"):
+        outputs[num_proc] = tmp_path / f"pred_{num_proc}.csv"
+        assert main(["predict", "--model", graph_model_dirs["graph"], "--input", inputs["csv"],
+                     "--output", outputs[num_proc], "--no-progress", "--chunk-size", "3", "--batch-size", "2",
+                     "--num-proc", num_proc, "--on-error", "skip"]) == 0
+    assert outputs["1"].read_text() == outputs["2"].read_text()
+    assert _read_csv(outputs["2"])["input_index"].tolist() == good_indices
