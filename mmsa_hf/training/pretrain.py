@@ -70,6 +70,8 @@ class PretrainArguments:
     no_geometry: bool = False
     no_hypergraph: bool = False
     no_memory: bool = False
+    no_masked_attributes: bool = False
+    legacy_objectives: bool = False
     cpu: bool = False
     push_to_hub: bool = False
     hub_model_id: str | None = None
@@ -120,11 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     add("--log_every", type=int, default=defaults.log_every)
     for view in ("image", "geometry", "hypergraph", "memory"):
         add(f"--no_{view}", action="store_true", help=f"ablation: disable the {view} component")
+    add("--no_masked_attributes", action="store_true",
+        help="ablation: no masked atom/bond attribute term (masked_atom_ratio=0)")
+    add("--legacy_objectives", action="store_true",
+        help="ablation: the first implementation's objective (no masked attributes, memory_space='fused_ema', "
+             "hypergraph_consistency_target='fused')")
+    add("--config_overrides", dest="extra_config", type=_json_object, default={},
+        help='JSON object of MMSAConfig fields, e.g. \'{"masked_atom_ratio": 0.25}\'')
     add("--cpu", action="store_true", help="force CPU even where CUDA is available")
     add("--push_to_hub", action="store_true")
     add("--hub_model_id", default=None)
     add("--hub_private", action="store_true")
     return parser
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """``--config_overrides`` value: a JSON object (argparse turns the ValueError into a usage error)."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> PretrainArguments:
@@ -146,6 +163,10 @@ def _config_overrides(args: PretrainArguments) -> dict[str, Any]:
         overrides["use_hypergraph"] = False
     if args.no_memory:
         overrides["use_memory"] = False
+    if args.no_masked_attributes or args.legacy_objectives:
+        overrides["masked_atom_ratio"] = 0.0
+    if args.legacy_objectives:
+        overrides.update(memory_space="fused_ema", hypergraph_consistency_target="fused")
     return overrides
 
 
