@@ -31,7 +31,9 @@ Files written:
   per-view embeddings go to ``<stem>.<view>_embedding.npy`` and, under ``skip``, the input indices to
   ``<stem>.indices.npy``.
 * always ``<output>.report.json`` (e.g. ``emb.parquet.report.json``): row counts, every bad row (input index,
-  SMILES, reason), the masked or skipped indices, the prediction column names and the timings.
+  SMILES, reason), the masked or skipped indices, the prediction column names, the views computed and the timings
+  (``featurize_seconds`` is the time spent waiting for featurization, which runs ahead of the model in
+  ``num_proc`` worker processes; ``model_seconds`` the forward passes).
 """
 
 from __future__ import annotations

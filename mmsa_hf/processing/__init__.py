@@ -12,7 +12,7 @@ from .feature_extraction_mmsa import (
     MoleculeError,
 )
 from .image_processing_mmsa import MMSAImageProcessor, decode_png, encode_png
-from .processing_mmsa import MMSAProcessor
+from .processing_mmsa import VIEWS, MMSAProcessor
 
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "MMSAImageProcessor",
     "MMSAProcessor",
     "MoleculeError",
+    "VIEWS",
     "decode_png",
     "encode_png",
 ]
