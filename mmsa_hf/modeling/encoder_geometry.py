@@ -216,7 +216,9 @@ class MMSAGeometryEncoder(nn.Module):
     ) -> MMSAEncoderOutput:
         num_graphs = infer_num_graphs(batch, ptr, num_graphs)
         h = self.embed_atoms(atomic_numbers, atom_features)
-        edge_index, distance = radius_graph_per_molecule(pos.to(h.dtype), batch, self.cutoff, ptr=ptr, num_graphs=num_graphs)
+        edge_index, distance = radius_graph_per_molecule(
+            pos.to(h.dtype), batch, self.cutoff, ptr=ptr, num_graphs=num_graphs
+        )
         rbf, envelope = self.rbf(distance), cosine_cutoff(distance, self.cutoff)
         shared_filters = self.filter_network.filters(rbf, envelope) if self.filter_network is not None else None
         for interaction in self.interactions:
