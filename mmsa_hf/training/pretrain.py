@@ -32,6 +32,7 @@ from .common import (
     logger,
     plot_curves,
     resolve_model_config,
+    views_for_config,
     write_json,
 )
 
@@ -219,7 +220,9 @@ def run_pretraining(args: PretrainArguments) -> Path:
     config = resolve_model_config(args.config, _config_overrides(args))
     preset = args.config if args.config in PRESET_IMAGE_SIZE else "base"
     image_size = args.image_size or PRESET_IMAGE_SIZE[preset]
-    processor = build_processor(image_size=image_size)
+    # Only the views this model reads: an ablation without 3D computes no conformer (same cache as before for the
+    # full model, whose processor config omits `views`).
+    processor = build_processor(image_size=image_size, views=views_for_config(config, model="backbone"))
 
     with accelerator.main_process_first():
         corpus = load_pretraining_corpus(
