@@ -13,8 +13,10 @@ from .modeling import (
 from .processing import MMSAFeatureExtractor, MMSAImageProcessor, MMSAProcessor
 from ._registration import register_auto_classes
 from .hub import load_model, load_processor, push_to_hub, verify_checkpoint
+from .pipelines import register_pipelines
 
 register_auto_classes()
+register_pipelines()  # pipeline("molecular-feature-extraction" / "molecular-property-prediction", model=...)
 
 __version__ = "0.1.0"
 
@@ -28,6 +30,7 @@ __all__ = [
     "MMSAImageProcessor",
     "MMSAProcessor",
     "register_auto_classes",
+    "register_pipelines",
     "push_to_hub",
     "load_model",
     "load_processor",
