@@ -27,13 +27,20 @@ Files written:
   ``embedding_0`` ... ``embedding_{hidden_size-1}`` (``graph_embedding_0`` ... with ``per_view``), refused above
   :data:`MAX_CSV_VALUE_COLUMNS` columns; NaN is an empty cell; floats are written with 9 significant digits
   (exact for float32).
-* ``.npy``: a float32 ``[rows, width]`` array (a memmap written in place, so the row count is counted first);
-  per-view embeddings go to ``<stem>.<view>_embedding.npy`` and, under ``skip``, the input indices to
-  ``<stem>.indices.npy``.
+* ``.npy``: a float32 ``[rows, width]`` array, written front to back (the row count is counted first, and the
+  file's blocks are reserved up front with ``os.posix_fallocate``: no memory map and no sparse file, so a full
+  disk is a clean ``OSError: No space left on device`` naming the file, never a SIGBUS); per-view embeddings go to
+  ``<stem>.<view>_embedding.npy`` and, under ``skip``, the input indices to ``<stem>.indices.npy``.
 * always ``<output>.report.json`` (e.g. ``emb.parquet.report.json``): row counts, every bad row (input index,
   SMILES, reason), the masked or skipped indices, the prediction column names, the views computed and the timings
   (``featurize_seconds`` is the time spent waiting for featurization, which runs ahead of the model in
   ``num_proc`` worker processes; ``model_seconds`` the forward passes).
+
+Never a half-written file: every file above is written to a temporary name in the output's directory
+(``.<name>.partial-<pid>-<random>``, see :mod:`mmsa_hf.atomic`), fsynced, and renamed to its final name only when
+the whole run has succeeded (the outputs first, the report last). On an error, or SIGINT / SIGTERM under the
+``mmsa`` command, the temporary files are removed and a file already at the output path is left untouched; two
+runs writing the same output never interleave (the last one to finish wins whole).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import json
 import logging
 import os
 import re
+import struct
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -52,6 +60,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from .atomic import PendingFiles, preallocate, reset_signals_in_child
 from .data.corpus import SMILES_COLUMN_CANDIDATES  # one list for corpora and inference
 
 SMI_SUFFIXES = (".smi", ".smiles", ".txt")
@@ -228,20 +237,27 @@ def csv_value_columns(columns: dict[str, int], prediction_names: list[str] | Non
     return [f"{name}_{j}" for name, width in columns.items() for j in range(width)]
 
 
-class _CsvWriter:
-    """Writes a ``.csv`` chunk by chunk: the fixed columns, then one column per task or embedding dimension."""
+def _named_disk_error(err: OSError, target: Path) -> OSError:
+    """An ``OSError`` for a failed write that names the output (Python's own ENOSPC names no file)."""
+    if err.filename is None and err.errno is not None:
+        return OSError(err.errno, os.strerror(err.errno), str(target))
+    return err
 
-    def __init__(self, output: Path, columns: dict[str, int], prediction_names: list[str] | None):
-        self.output, self.columns = output, columns
+
+class _CsvWriter:
+    """Writes a ``.csv`` chunk by chunk (to a temporary name, see :class:`~mmsa_hf.atomic.PendingFiles`): the
+    fixed columns, then one column per task or embedding dimension."""
+
+    def __init__(self, output: Path, columns: dict[str, int], prediction_names: list[str] | None,
+                 pending: PendingFiles):
+        self.output, self.columns, self.pending = output, columns, pending
         self.value_columns = csv_value_columns(columns, prediction_names)
         if len(self.value_columns) > MAX_CSV_VALUE_COLUMNS:
             raise InferenceInputError(
                 f"output file {output}: {len(self.value_columns)} value columns is too wide for a CSV "
                 f"(at most {MAX_CSV_VALUE_COLUMNS}); write a .parquet or .npy file instead"
             )
-        output.parent.mkdir(parents=True, exist_ok=True)
-        self.created = [output]
-        self.handle = open(output, "w", newline="")
+        self.handle = open(pending.temp_for(output), "w", newline="")
         self.handle.write(",".join(_csv_quote(c) for c in (*_FIXED_COLUMNS, *self.value_columns)) + "\n")
         self.rows_written = 0
 
@@ -255,18 +271,28 @@ class _CsvWriter:
         frame = pd.DataFrame(matrix, columns=self.value_columns)
         for position, (name, column) in enumerate(zip(_FIXED_COLUMNS, (input_index, smiles, canonical, valid))):
             frame.insert(position, name, column)
-        frame.to_csv(self.handle, header=False, index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
+        try:
+            frame.to_csv(self.handle, header=False, index=False, float_format=CSV_FLOAT_FORMAT,
+                         lineterminator="\n")
+        except OSError as err:
+            raise _named_disk_error(err, self.output) from None
         self.rows_written += len(input_index)
 
     def close(self) -> list[str]:
-        """Finish the file; return its path."""
-        self.handle.close()
+        """Finish the temporary file (flushed and fsynced); return the final path."""
+        try:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+        except OSError as err:
+            raise _named_disk_error(err, self.output) from None
         return [str(self.output)]
 
     def abort(self) -> None:
-        """Remove the partial file (after an error)."""
-        self.handle.close()
-        self.output.unlink(missing_ok=True)
+        """Remove the temporary file (after an error); an earlier file at the output is untouched."""
+        with contextlib.suppress(OSError):
+            self.handle.close()
+        self.pending.discard()
 
 
 def _csv_quote(name: str) -> str:
@@ -274,132 +300,166 @@ def _csv_quote(name: str) -> str:
 
 
 def _open_writer(output: Path, total_rows: int, columns: dict[str, int], skip: bool, mode: str,
-                 prediction_names: list[str] | None):
-    """The writer for ``output``'s format (see the module docstring)."""
-    if output_kind(output) == "csv":
-        return _CsvWriter(output, columns, prediction_names)
-    return _Writer(output, total_rows, columns, skip, mode, prediction_names)
+                 prediction_names: list[str] | None, pending: PendingFiles):
+    """The writer for ``output``'s format (see the module docstring); its files are temporary names registered
+    in ``pending`` until the caller commits them."""
+    kind = output_kind(output)
+    if kind == "csv":
+        return _CsvWriter(output, columns, prediction_names, pending)
+    if kind == "npy":
+        return _NpyWriter(output, total_rows, columns, skip, pending)
+    return _ParquetWriter(output, columns, mode, prediction_names, pending)
 
 
-class _Writer:
-    """Writes ``.parquet`` (row groups per chunk) or ``.npy`` (memmap of known row count) chunk by chunk."""
+class _ParquetWriter:
+    """Writes a ``.parquet`` file, one row group per chunk, to a temporary name."""
 
-    def __init__(self, output: Path, total_rows: int, columns: dict[str, int], skip: bool, mode: str,
-                 prediction_names: list[str] | None = None):
-        self.output, self.columns, self.skip, self.mode = output, columns, skip, mode
-        self.total_rows = total_rows
+    def __init__(self, output: Path, columns: dict[str, int], mode: str, prediction_names: list[str] | None,
+                 pending: PendingFiles):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.output, self.columns, self.mode, self.pending = output, columns, mode, pending
         self.prediction_names = prediction_names
-        self.kind = output_kind(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
         self.rows_written = 0
-        self.created: list[Path] = []
-        if self.kind == "npy":
-            from numpy.lib.format import open_memmap
-
-            self.targets = {name: (output if i == 0 else sidecar_path(output, name))
-                            for i, name in enumerate(columns)}
-            self.arrays = {}
-            for name, width in columns.items():
-                # under skip the kept row count is only known at the end: write a full-size scratch file first
-                path = self._scratch(self.targets[name]) if skip else self.targets[name]
-                self.created.append(path)
-                self.arrays[name] = open_memmap(path, mode="w+", dtype=np.float32, shape=(total_rows, width))
-            if skip:
-                self.index_path = sidecar_path(output, "indices")
-                self.created.append(self._scratch(self.index_path))
-                self.indices = open_memmap(self._scratch(self.index_path), mode="w+", dtype=np.int64,
-                                           shape=(total_rows,))
+        fields = [pa.field(name, kind) for name, kind in zip(
+            _FIXED_COLUMNS, (pa.int64(), pa.string(), pa.string(), pa.bool_()))]
+        if mode == "embed":
+            fields += [pa.field(name, pa.list_(pa.float32(), width)) for name, width in columns.items()]
         else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            fields = [pa.field(name, kind) for name, kind in zip(
-                _FIXED_COLUMNS, (pa.int64(), pa.string(), pa.string(), pa.bool_()))]
-            if mode == "embed":
-                fields += [pa.field(name, pa.list_(pa.float32(), width)) for name, width in columns.items()]
-            else:
-                fields += [pa.field(name, pa.float32()) for name in prediction_names]
-            self.schema = pa.schema(fields)
-            self.created.append(output)
-            self.parquet_writer = pq.ParquetWriter(output, self.schema)
-
-    @staticmethod
-    def _scratch(path: Path) -> Path:
-        return path.with_name(path.name + ".partial")
+            fields += [pa.field(name, pa.float32()) for name in prediction_names]
+        self.schema = pa.schema(fields)
+        self.parquet_writer = pq.ParquetWriter(pending.temp_for(output), self.schema)
 
     def write(self, values: dict[str, np.ndarray], input_index: np.ndarray, smiles: list[str],
               canonical: list[str], valid: np.ndarray) -> None:
-        n = len(input_index)
-        if self.rows_written + n > self.total_rows:
-            raise InferenceInputError("the input grew while it was being read (more rows than counted)")
-        start, stop = self.rows_written, self.rows_written + n
-        if self.kind == "npy":
-            for name, array in self.arrays.items():
-                array[start:stop] = values[name]
-            if self.skip:
-                self.indices[start:stop] = input_index
-        else:
-            import pyarrow as pa
+        import pyarrow as pa
 
-            table = {"input_index": pa.array(input_index, pa.int64()), "smiles": pa.array(smiles, pa.string()),
-                     "canonical_smiles": pa.array(canonical, pa.string()), "valid": pa.array(valid, pa.bool_())}
-            if self.mode == "embed":
-                for name, width in self.columns.items():
-                    flat = pa.array(np.ascontiguousarray(values[name], np.float32).reshape(-1), pa.float32())
-                    table[name] = pa.FixedSizeListArray.from_arrays(flat, width)
-            else:
-                predictions = values["prediction"]
-                for j, name in enumerate(self.prediction_names):
-                    table[name] = pa.array(np.ascontiguousarray(predictions[:, j], np.float32), pa.float32())
-            self.parquet_writer.write_table(pa.Table.from_pydict(table, schema=self.schema))
-        self.rows_written = stop
+        table = {"input_index": pa.array(input_index, pa.int64()), "smiles": pa.array(smiles, pa.string()),
+                 "canonical_smiles": pa.array(canonical, pa.string()), "valid": pa.array(valid, pa.bool_())}
+        if self.mode == "embed":
+            for name, width in self.columns.items():
+                flat = pa.array(np.ascontiguousarray(values[name], np.float32).reshape(-1), pa.float32())
+                table[name] = pa.FixedSizeListArray.from_arrays(flat, width)
+        else:
+            predictions = values["prediction"]
+            for j, name in enumerate(self.prediction_names):
+                table[name] = pa.array(np.ascontiguousarray(predictions[:, j], np.float32), pa.float32())
+        self.parquet_writer.write_table(pa.Table.from_pydict(table, schema=self.schema))
+        self.rows_written += len(input_index)
 
     def close(self) -> list[str]:
-        """Finish the files; return their paths."""
-        if self.kind == "parquet":
+        """Finish the temporary file (footer written; fsynced by the commit); return the final path."""
+        self.parquet_writer.close()
+        return [str(self.output)]
+
+    def abort(self) -> None:
+        """Remove the temporary file (after an error); an earlier file at the output is untouched."""
+        with contextlib.suppress(Exception):
             self.parquet_writer.close()
-            return [str(self.output)]
+        self.pending.discard()
+
+
+def _npy_header(shape: tuple[int, ...], dtype, length: int | None = None) -> bytes:
+    """A version 1.0 ``.npy`` header for a C-order array, padded with spaces to ``length`` bytes (default: the
+    next multiple of 64), so a header for fewer rows can overwrite it in place."""
+    body = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                 "shape": tuple(int(d) for d in shape)}).encode("latin1")
+    size = length if length is not None else -(-(10 + len(body) + 1) // 64) * 64
+    padding = size - 10 - len(body) - 1
+    if padding < 0 or size - 10 > 0xFFFF:
+        raise ValueError(f".npy header for shape {shape} does not fit in {size} bytes")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", size - 10) + body + b" " * padding + b"\n"
+
+
+class _NpyFile:
+    """One ``.npy`` array written front to back (no memory map, no sparse file): the header for ``rows`` rows,
+    preallocated with ``posix_fallocate``, then the rows as they come; :meth:`finish` rewrites the header and
+    trims the file when fewer rows were written (``on_error="skip"``)."""
+
+    def __init__(self, temp: Path, target: Path, rows: int, width: int | None, dtype):
+        self.target, self.dtype, self.rows = target, np.dtype(dtype), rows
+        self.tail = () if width is None else (width,)
+        self.row_bytes = self.dtype.itemsize * (1 if width is None else width)
+        self.header = _npy_header((rows, *self.tail), self.dtype)
+        self.handle = open(temp, "wb")
+        try:
+            preallocate(self.handle, len(self.header) + rows * self.row_bytes, target)
+            self.handle.write(self.header)
+        except BaseException:
+            self.handle.close()
+            raise
+
+    def append(self, array: np.ndarray) -> None:
+        try:
+            self.handle.write(np.ascontiguousarray(array, self.dtype).tobytes())
+        except OSError as err:
+            raise _named_disk_error(err, self.target) from None
+
+    def finish(self, rows: int) -> None:
+        """Set the row count to ``rows`` (when fewer than planned), flush and fsync, close."""
+        try:
+            if rows != self.rows:
+                self.handle.seek(0)
+                self.handle.write(_npy_header((rows, *self.tail), self.dtype, len(self.header)))
+                self.handle.truncate(len(self.header) + rows * self.row_bytes)
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+        except OSError as err:
+            raise _named_disk_error(err, self.target) from None
+
+    def close_quietly(self) -> None:
+        with contextlib.suppress(OSError):
+            self.handle.close()
+
+
+class _NpyWriter:
+    """Writes ``.npy`` outputs (the embedding or predictions, per-view sidecars, ``<stem>.indices.npy`` under
+    ``skip``) front to back to temporary names: no memory map, so a full disk is an ``OSError``, never a SIGBUS."""
+
+    def __init__(self, output: Path, total_rows: int, columns: dict[str, int], skip: bool, pending: PendingFiles):
+        self.output, self.columns, self.skip, self.pending = output, columns, skip, pending
+        self.total_rows, self.rows_written = total_rows, 0
+        self.files: dict[str, _NpyFile] = {}
+        targets = {name: (output if i == 0 else sidecar_path(output, name)) for i, name in enumerate(columns)}
+        try:
+            for name, width in columns.items():
+                self.files[name] = _NpyFile(pending.temp_for(targets[name]), targets[name], total_rows, width,
+                                            np.float32)
+            if skip:
+                index_path = sidecar_path(output, "indices")
+                self.files["input_index"] = _NpyFile(pending.temp_for(index_path), index_path, total_rows, None,
+                                                     np.int64)
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, values: dict[str, np.ndarray], input_index: np.ndarray, smiles: list[str],
+              canonical: list[str], valid: np.ndarray) -> None:
+        if self.rows_written + len(input_index) > self.total_rows:
+            raise InferenceInputError("the input grew while it was being read (more rows than counted)")
+        for name in self.columns:
+            self.files[name].append(values[name])
+        if self.skip:
+            self.files["input_index"].append(input_index)
+        self.rows_written += len(input_index)
+
+    def close(self) -> list[str]:
+        """Finish the temporary files; return the final paths."""
         if not self.skip and self.rows_written != self.total_rows:
             raise InferenceInputError(
                 f"the input shrank while it was being read ({self.rows_written} rows instead of {self.total_rows})"
             )
-        files = []
-        if self.skip:
-            from numpy.lib.format import open_memmap
-
-            n = self.rows_written
-            pairs = [(self.arrays[name], self.targets[name]) for name in self.columns]
-            pairs.append((self.indices, self.index_path))
-            for scratch, target in pairs:
-                final = open_memmap(target, mode="w+", dtype=scratch.dtype, shape=(n, *scratch.shape[1:]))
-                for start in range(0, n, 65536):  # block copy: memory stays flat
-                    final[start:start + 65536] = scratch[start:min(n, start + 65536)]
-                final.flush()
-                del final
-                self.created.append(target)
-                files.append(str(target))
-            self.arrays, self.indices = {}, None
-            for path in list(self.created):
-                if path.name.endswith(".partial"):
-                    path.unlink(missing_ok=True)
-                    self.created.remove(path)
-        else:
-            for name, array in self.arrays.items():
-                array.flush()
-                files.append(str(self.targets[name]))
-            self.arrays = {}
-        return files
+        for npy in self.files.values():
+            npy.finish(self.rows_written)
+        return [str(npy.target) for npy in self.files.values()]
 
     def abort(self) -> None:
-        """Remove everything written (after an error)."""
-        try:
-            if self.kind == "parquet":
-                self.parquet_writer.close()
-        except Exception:  # noqa: BLE001
-            pass
-        self.arrays, self.indices = {}, None
-        for path in self.created:
-            Path(path).unlink(missing_ok=True)
+        """Remove the temporary files (after an error); earlier files at the outputs are untouched."""
+        for npy in self.files.values():
+            npy.close_quietly()
+        self.pending.discard()
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -494,6 +554,7 @@ def _init_featurize_worker(processor) -> None:
     global _WORKER_PROCESSOR
     from .processing import processing_mmsa
 
+    reset_signals_in_child()  # SIGTERM from Pool.terminate ends a worker; the parent handles SIGINT and cleans up
     _WORKER_PROCESSOR = processor
     processing_mmsa.logger.setLevel(logging.ERROR)  # slice-local indices would mislead; the report has global ones
 
@@ -606,19 +667,33 @@ def run_inference(
     run = _InferenceRun(model, processor, mode, per_view, device, batch_size,
                         int(num_proc or default_num_proc()), on_error)
     total = count_rows(input_path, smiles_column)
+    pending = PendingFiles()  # every output and the report go to temporary names until the run has succeeded
     writer = _open_writer(output_path, total, run.columns, skip=on_error == "skip", mode=mode,
-                          prediction_names=run.names)
-    rows, files = _stream(run, writer, iter_smiles_chunks(input_path, smiles_column, chunk_size), input_path,
-                          total, show_progress)
-    if rows != total:
-        raise InferenceInputError(f"read {rows} rows from {input_path} but counted {total} before")
-    settings = {"model": str(model_id), "input": str(input_path), "smiles_column": smiles_column,
-                "output": str(output_path), "chunk_size": chunk_size}
-    report = run.report(settings, total, writer.rows_written, time.perf_counter() - wall)
-    rp = report_path(output_path)
-    report["files"] = sorted(set(files) | {str(rp)})
-    rp.write_text(json.dumps(report, indent=2) + "\n")
+                          prediction_names=run.names, pending=pending)
+    try:
+        rows, files = _stream(run, writer, iter_smiles_chunks(input_path, smiles_column, chunk_size),
+                              total, show_progress, input_path)
+        if rows != total:
+            raise InferenceInputError(f"read {rows} rows from {input_path} but counted {total} before")
+        settings = {"model": str(model_id), "input": str(input_path), "smiles_column": smiles_column,
+                    "output": str(output_path), "chunk_size": chunk_size}
+        report = run.report(settings, total, writer.rows_written, time.perf_counter() - wall)
+        rp = report_path(output_path)
+        report["files"] = sorted(set(files) | {str(rp)})
+        _write_report(pending.temp_for(rp), report, rp)
+        pending.commit()  # the outputs first, the report last
+    except BaseException:
+        writer.abort()
+        raise
     return report
+
+
+def _write_report(temp: Path, report: dict[str, Any], target: Path) -> None:
+    try:
+        with open(temp, "w") as handle:
+            handle.write(json.dumps(report, indent=2) + "\n")
+    except OSError as err:
+        raise _named_disk_error(err, target) from None
 
 
 def _check_options(mode: str, on_error: str, batch_size: int, chunk_size: int) -> None:
@@ -630,10 +705,10 @@ def _check_options(mode: str, on_error: str, batch_size: int, chunk_size: int) -
         raise InferenceInputError(f"batch_size and chunk_size must be >= 1 (got {batch_size}, {chunk_size})")
 
 
-def _stream(run: _InferenceRun, writer, chunks: Iterator[list[str]], input_path: Path, total: int,
-            show_progress: bool) -> tuple[int, list[str]]:
-    """Featurize, run and write every chunk, then close the writer; returns the number of input rows read and
-    the files written. Removes the outputs and re-raises on any error."""
+def _stream(run: _InferenceRun, writer, chunks: Iterator[list[str]], total: int, show_progress: bool,
+            input_path: Path) -> tuple[int, list[str]]:
+    """Featurize, run and write every chunk, then close the writer (its temporary files complete); returns the
+    number of input rows read and the final names of the files written. The caller commits or aborts."""
     from tqdm.auto import tqdm
 
     offset = 0
@@ -648,9 +723,6 @@ def _stream(run: _InferenceRun, writer, chunks: Iterator[list[str]], input_path:
                 if run.bad_rows:
                     progress.set_postfix(bad=len(run.bad_rows), refresh=False)
         files = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
     finally:
         progress.close()
     return offset, files
