@@ -35,6 +35,14 @@ raise). Every bad row is listed, with the reason, in <output>.report.json. A .cs
 over embedding_0, embedding_1, ... columns. With --per-view, a .npy output gets <stem>.graph_embedding.npy,
 <stem>.image_embedding.npy and <stem>.geometry_embedding.npy next to it. Only the views the model reads are
 computed.
+
+safe outputs: the output, its sidecars and the report are written to temporary names
+(.<name>.partial-<pid>-<random>) in the output's folder, fsynced, and renamed to their final names only when
+the run succeeds. On an error, Ctrl-C or SIGTERM the temporary files are removed, a file already at --output
+is left untouched, one line says what happened and the exit status is non-zero (130 for SIGINT, 143 for
+SIGTERM, 2 for an input or disk error). A .npy output is written front to back with its space reserved first
+(posix_fallocate), so a full disk is a clean "No space left on device" error. The weights are checked against
+the checkpoint's checksums.json (sha256) before use; a damaged file is named.
 """
 PREDICT_EXAMPLES = """examples:
   mmsa predict --model runs/finetune/seed_0/best --input molecules.csv --output predictions.csv
@@ -130,6 +138,12 @@ def _fail(command: str, message: str) -> int:
     return 2
 
 
+def _interrupted(command: str, err, output: str | None) -> int:
+    kept = f"; nothing was written to {output} (an earlier file there is untouched)" if output else ""
+    print(f"mmsa {command}: interrupted by {err.signal_name}{kept}", file=sys.stderr)
+    return err.exit_code
+
+
 def _run_inference(args) -> int:
     from .inference import run_inference
 
@@ -209,13 +223,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         command_main(argv[1:])
         return 0
     args = build_parser().parse_args(argv)
+    from .atomic import Interrupted, signals_as_exceptions
     from .inference import InferenceInputError
 
     try:
-        if args.command in ("embed", "predict"):
-            return _run_inference(args)
-        if args.command == "push":
-            return _run_push(args)
+        with signals_as_exceptions():  # SIGINT / SIGTERM: temporary files removed, one line, exit 128 + signal
+            if args.command in ("embed", "predict"):
+                return _run_inference(args)
+            if args.command == "push":
+                return _run_push(args)
+    except Interrupted as err:
+        return _interrupted(args.command, err, getattr(args, "output", None))
     except (InferenceInputError, FileNotFoundError) as err:
         return _fail(args.command, str(err))
     except OSError as err:  # Hub errors (repo / revision not found, offline), corrupt checkpoints, permissions

@@ -7,6 +7,11 @@
   sha256 of Hub-cache blobs) and raises :class:`CorruptCheckpointError` naming the file. transformers itself raises
   ``SafetensorError: Error while deserializing header: incomplete metadata, file not fully covered`` on a truncated
   file, without saying which file.
+* :func:`verify_manifest` — compares every weight file with the sha256 recorded in the checkpoint's
+  ``checksums.json`` (written by ``save_pretrained``, the training scripts and :func:`push_to_hub`), which catches
+  silent damage inside the tensor data of a local checkpoint too, and names the damaged file. A checkpoint
+  without a manifest (saved elsewhere) still loads, with a one-line notice. For a Hub download the sha256 that
+  the Hub reports for each LFS weight file is compared as well (when online).
 * :func:`load_model` / :func:`load_processor` / :func:`resolve_checkpoint_dir` — resolve a Hub repo (any revision,
   cache-only when offline) or a local directory, verify the weights, then ``from_pretrained`` with
   ``use_safetensors=True``: loading never unpickles (a directory holding only ``pytorch_model.bin`` is refused).
@@ -18,6 +23,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import logging
 import os
 import re
 import struct
@@ -30,6 +36,7 @@ from typing import Any
 __all__ = [
     "CorruptCheckpointError",
     "verify_checkpoint",
+    "verify_manifest",
     "resolve_checkpoint_dir",
     "load_model",
     "load_processor",
@@ -54,6 +61,9 @@ _DTYPE_BITS = {
 }
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 _SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+logger = logging.getLogger(__name__)
+_SHA256_CACHE: dict[tuple, str] = {}  # (real path, inode, size, mtime_ns) -> sha256: hash each file once
 
 
 class CorruptCheckpointError(OSError):
@@ -147,14 +157,85 @@ def _check_cache_blob_hash(path: Path) -> None:
         return
     if target.parent.name != "blobs" or not _SHA256_NAME.match(target.name):
         return
-    h = hashlib.sha256()
-    with open(target, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != target.name:
+    digest = _sha256(target)
+    if digest != target.name:
         raise CorruptCheckpointError(
-            path, f"its content (sha256 {h.hexdigest()}) does not match the Hub's sha256 {target.name} (blob {target})"
+            path, f"its content (sha256 {digest}) does not match the Hub's sha256 {target.name} (blob {target})"
         )
+
+
+def _sha256(path: Path) -> str:
+    """sha256 of a file, remembered for an unchanged file (same inode, size and mtime) within the process."""
+    from .modeling.checksums import sha256_file
+
+    real = path.resolve()
+    stat = real.stat()
+    key = (str(real), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256_CACHE:
+        _SHA256_CACHE[key] = sha256_file(real)
+    return _SHA256_CACHE[key]
+
+
+def verify_manifest(directory: str | os.PathLike, files: list[Path] | None = None) -> bool:
+    """Compare the weight files of ``directory`` with its ``checksums.json``.
+
+    Every file the manifest lists must exist with the recorded size and sha256, and every file of ``files`` (the
+    weights :func:`verify_checkpoint` found) must be listed. Returns True when verified, False (after a one-line
+    notice) when the checkpoint has no manifest. Raises :class:`CorruptCheckpointError` naming the file.
+    """
+    from .modeling.checksums import MANIFEST_NAME, read_manifest
+
+    directory = Path(directory)
+    try:
+        records = read_manifest(directory)
+    except ValueError as err:
+        raise CorruptCheckpointError(directory / MANIFEST_NAME, str(err)) from None
+    if records is None:
+        logger.warning("note: %s has no %s; its weights were checked for structure only, not against recorded "
+                       "sha256 checksums", directory, MANIFEST_NAME)
+        return False
+    for name, record in sorted(records.items()):
+        _check_recorded_file(directory / name, record, MANIFEST_NAME)
+    unlisted = [path for path in files or [] if path.name not in records]
+    if unlisted:
+        raise CorruptCheckpointError(unlisted[0], f"it is not listed in {directory / MANIFEST_NAME}, which records "
+                                                  f"{sorted(records)}; save the checkpoint again")
+    return True
+
+
+def _check_recorded_file(path: Path, record: Mapping[str, Any], manifest_name: str) -> None:
+    if not path.exists():
+        raise CorruptCheckpointError(path, f"it is listed in {manifest_name} but does not exist")
+    size = path.stat().st_size
+    if record.get("size") is not None and size != record["size"]:
+        raise CorruptCheckpointError(path, f"it holds {size} bytes but {manifest_name} records {record['size']}")
+    digest = _sha256(path)
+    if digest != record["sha256"]:
+        raise CorruptCheckpointError(
+            path, f"its sha256 {digest} differs from {record['sha256']} recorded in {manifest_name}: the file is "
+            "damaged (or was replaced without saving the checkpoint again)"
+        )
+
+
+def _check_hub_lfs_sha256(repo_id: str, directory: Path, files: list[Path], token: str | bool | None) -> None:
+    """Compare downloaded weight files with the sha256 the Hub reports for them as LFS files (online only)."""
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE or not _COMMIT_SHA.match(directory.name):
+        return
+    try:
+        infos = HfApi(token=token).get_paths_info(repo_id, [f.name for f in files], revision=directory.name)
+    except Exception as err:  # noqa: BLE001 - an optional extra check; the download itself already succeeded
+        logger.debug("could not read the LFS sha256 of %s from the Hub: %s", repo_id, err)
+        return
+    for info in infos:
+        lfs = getattr(info, "lfs", None)
+        expected = getattr(lfs, "sha256", None)
+        if expected and _sha256(directory / info.path) != expected:
+            raise CorruptCheckpointError(
+                directory / info.path, f"its sha256 {_sha256(directory / info.path)} differs from the sha256 "
+                f"{expected} the Hub reports for {repo_id}@{directory.name}"
+            )
 
 
 def verify_checkpoint(path: str | os.PathLike, *, check_hash: bool = True) -> list[Path]:
@@ -164,7 +245,9 @@ def verify_checkpoint(path: str | os.PathLike, *, check_hash: bool = True) -> li
     tensor's byte span matches its dtype and shape, the spans tile the data section exactly, and the data section
     matches the file length (so truncation or trailing garbage is caught). For files that live in a Hugging Face
     cache (``blobs/<sha256>``) the content's sha256 is compared with the blob name (``check_hash``), which also
-    catches corruption inside the tensor data.
+    catches corruption inside the tensor data. For a directory, ``check_hash`` also compares every weight file
+    with the sha256 recorded in its ``checksums.json`` (:func:`verify_manifest`; a one-line notice when there is
+    none).
 
     Returns the verified files. Raises :class:`CorruptCheckpointError` (an ``OSError``) naming the bad file, or
     ``FileNotFoundError`` if there are no safetensors weights (mentioning pickled weights if only those exist).
@@ -173,6 +256,14 @@ def verify_checkpoint(path: str | os.PathLike, *, check_hash: bool = True) -> li
     if path.is_file() or (path.suffix == ".safetensors" and not path.is_dir()):
         _verify_safetensors_file(path, check_hash)
         return [path]
+    files = _verify_weight_structure(path, check_hash)
+    if check_hash:
+        verify_manifest(path, files)
+    return files
+
+
+def _verify_weight_structure(path: Path, check_hash: bool) -> list[Path]:
+    """The structural checks of :func:`verify_checkpoint` for a directory; returns the weight files."""
     if not path.is_dir():
         raise FileNotFoundError(f"No checkpoint directory or file at {path}")
     single, index = path / SAFETENSORS_NAME, path / SAFETENSORS_INDEX_NAME
@@ -276,7 +367,9 @@ def load_model(
     """
     directory = resolve_checkpoint_dir(repo_or_dir, revision, cache_dir=cache_dir, local_files_only=local_files_only,
                                        token=token, force_download=force_download)
-    verify_checkpoint(directory, check_hash=check_hash)
+    files = verify_checkpoint(directory, check_hash=check_hash)
+    if check_hash and not _is_local(repo_or_dir) and not local_files_only:
+        _check_hub_lfs_sha256(str(repo_or_dir), directory, files, token)
     if from_pretrained_kwargs.get("use_safetensors") is False:
         raise ValueError("mmsa_hf.hub.load_model only loads safetensors weights (use_safetensors=False refused)")
     from_pretrained_kwargs["use_safetensors"] = True
@@ -439,6 +532,10 @@ def save_for_hub(
         model.save_pretrained(folder)
         if processor is not None:
             processor.save_pretrained(folder)
+    from .modeling.checksums import MANIFEST_NAME, write_manifest
+
+    if not (folder / MANIFEST_NAME).exists():  # a model class whose save_pretrained does not write it
+        write_manifest(folder)
 
     if not _is_library_class(type(model)):
         config_path = folder / "config.json"

@@ -37,6 +37,7 @@ from .losses import (
     memory_alignment_loss,
     multiclass_cross_entropy,
 )
+from .checksums import write_manifest
 from .masked_attributes import MMSAMaskedAttributeHead, masked_attribute_loss, sample_masked_atoms
 from .memory import MMSAMemoryBank
 from .outputs import MMSAModelOutput, MMSAPretrainingOutput, MMSAPropertyPredictionOutput
@@ -54,7 +55,7 @@ AUTO_MAP = {
 class MMSAPreTrainedModel(PreTrainedModel):
     """Base class: config class, weight initialisation (through ``transformers.initialization`` only, so that
     ``from_pretrained`` never overwrites loaded tensors) and a ``save_pretrained`` that writes the full
-    ``auto_map``."""
+    ``auto_map`` and ``checksums.json`` (the sha256 of every weight file, see ``checksums.py``)."""
 
     config_class = MMSAConfig
     base_model_prefix = "mmsa"
@@ -119,7 +120,10 @@ class MMSAPreTrainedModel(PreTrainedModel):
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.update(AUTO_MAP)
             self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_manifest(save_directory)  # checksums.json: sha256 of every weight file, checked when loading
+        return result
 
 
 def _num_molecules(batch, ptr, valid_mask, pixel_values) -> int:
