@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Copy a finished pretraining run into the repository as a shipped checkpoint (``checkpoints/<name>/``).
+
+    python scripts/ship_checkpoint.py --run ~/.cache/mmsa/runs/mmsa-small-32k --output checkpoints/mmsa-small \
+        --benchmark benchmarks/results/moleculenet_v2.md
+
+Writes safetensors weights, config, processor (without the remote-code copies, which ``mmsa push`` adds for the
+Hub), ``training_info.json``, the loss curves
+and a model card (the generated card plus the benchmark table and the loss-curve figure). Refuses to write more
+than ``--max_mb`` (25 MB by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def model_card(model, processor, training_info: dict, benchmark: Path | None, repo_id: str) -> str:
+    from mmsa_hf.model_card import generate_model_card
+
+    card = generate_model_card(model, processor, training_info=training_info, repo_id=repo_id)
+    extra = ["", "## Loss curves", "", "![pretraining loss curves](loss_curves.png)", ""]
+    if benchmark is not None and benchmark.is_file():
+        extra += ["## MoleculeNet benchmark (paired, pretrained vs the same architecture from scratch)", "",
+                  benchmark.read_text().strip(), ""]
+    return card.rstrip() + "\n" + "\n".join(extra)
+
+
+def strip_remote_code(folder: Path) -> None:
+    """Drop the copied modeling/processing ``.py`` files and their ``auto_map`` entries: in the repository the
+    installed package provides the classes, and ``mmsa push`` writes the remote code again for the Hub."""
+    for path in folder.glob("*.py"):
+        path.unlink()
+    for name in ("config.json", "processor_config.json"):
+        path = folder / name
+        if path.is_file():
+            payload = json.loads(path.read_text())
+            _drop_auto_map(payload)
+            path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def _drop_auto_map(payload) -> None:
+    if isinstance(payload, dict):
+        payload.pop("auto_map", None)
+        for value in payload.values():
+            _drop_auto_map(value)
+
+
+def ship(run: Path, output: Path, benchmark: Path | None, max_mb: float, repo_id: str) -> list[str]:
+    from transformers import AutoProcessor
+
+    from mmsa_hf import MMSAForPretraining
+    from mmsa_hf.hub import save_for_hub
+
+    final = run / "final"
+    model = MMSAForPretraining.from_pretrained(final)
+    processor = AutoProcessor.from_pretrained(final)
+    training_info = json.loads((final / "training_info.json").read_text())
+    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+        staging = Path(tmp) / output.name
+        files = save_for_hub(model, processor, staging, training_info=training_info,
+                             model_card=model_card(model, processor, training_info, benchmark, repo_id))
+        strip_remote_code(staging)
+        if (run / "loss_curves.png").is_file():
+            shutil.copy2(run / "loss_curves.png", staging / "loss_curves.png")
+        size_mb = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file()) / 2**20
+        if size_mb > max_mb:
+            raise SystemExit(f"{output}: {size_mb:.1f} MB exceeds --max_mb {max_mb}")
+        previous = Path(tmp) / "previous"
+        if output.exists():
+            output.rename(previous)  # removed with the temporary folder
+        staging.rename(output)  # same filesystem: the folder appears complete or not at all
+    print(f"shipped {run} -> {output} ({size_mb:.1f} MB): {sorted(files)}")
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="pretraining output_dir (holds final/)")
+    parser.add_argument("--output", type=Path, default=Path("checkpoints/mmsa-small"))
+    parser.add_argument("--benchmark", type=Path, default=None, help="Markdown table to put in the model card")
+    parser.add_argument("--repo_id", default="checkpoints/mmsa-small", help="name used in the usage snippet")
+    parser.add_argument("--max_mb", type=float, default=25.0)
+    args = parser.parse_args()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    ship(args.run, args.output, args.benchmark, args.max_mb, args.repo_id)
+
+
+if __name__ == "__main__":
+    main()
