@@ -546,6 +546,10 @@ def save_for_hub(
         if auto_map != config.get("auto_map"):
             config["auto_map"] = auto_map
             config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        if processor is not None:  # pipeline(task, model=repo, trust_remote_code=True) without mmsa_hf
+            from .pipelines import add_custom_pipelines
+
+            add_custom_pipelines(folder)
 
     verify_checkpoint(folder, check_hash=False)
     card = model_card if model_card is not None else generate_model_card(

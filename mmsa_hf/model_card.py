@@ -13,9 +13,12 @@ Metadata choices:
   ``transformers`` the Hub shows the right "Use this model" snippet and download counting (it counts ``config.json``
   fetches). ``mmsa_hf`` is listed in ``tags`` instead, together with ``custom_code`` (the Hub's tag for repos that
   ship their own code).
-* ``pipeline_tag: feature-extraction`` for the backbone / pretraining heads (they produce molecule embeddings); no
-  pipeline tag for a property-prediction head: none of the Hub's pipeline tags means "molecule in, property out",
-  and a wrong tag would advertise an inference widget that cannot work.
+* no ``pipeline_tag``: none of the Hub's pipeline tags runs an MMSA checkpoint (transformers' ``feature-extraction``
+  pipeline needs a tokenizer; no Hub task means "molecule in, property out"), and a wrong tag would advertise an
+  inference widget that cannot work. The checkpoints run in transformers' ``pipeline()`` through the custom tasks
+  ``molecular-feature-extraction`` / ``molecular-property-prediction`` (``mmsa_hf.pipelines``), declared in
+  ``config.json`` (``custom_pipelines``) when the repo is saved with its processor; the card's usage section shows
+  that call and the tags name the task.
 * ``license: mit`` (the licence of this code base; weights trained here inherit it, datasets keep theirs).
 * ``datasets``: the names of the pretraining corpus parts and of the fine-tuning datasets, as given in
   ``training_info`` / ``results`` (MoleculeNet has no canonical Hub dataset id).
@@ -290,8 +293,27 @@ from transformers import {auto_class}{proc_import}
 {proc_line_remote}model = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True)
 {call}```
 
-Weights are stored as `model.safetensors` only; loading never unpickles anything. The processing code needs
-RDKit (`pip install rdkit`).
+{_pipeline_usage(repo_id, auto_class) if has_processor else ""}Weights are stored as `model.safetensors` only; \
+loading never unpickles anything. The processing code needs RDKit (`pip install rdkit`).
+"""
+
+
+def _pipeline_usage(repo_id: str, auto_class: str) -> str:
+    """The ``pipeline()`` snippet: the repo's ``config.json`` declares the custom pipeline (``custom_pipelines``)."""
+    backbone = auto_class in ("AutoModel", "AutoModelForPreTraining")
+    task = "molecular-feature-extraction" if backbone else "molecular-property-prediction"
+    shows = "embedding" if backbone else "predictions (one value per task, named by config.id2label)"
+    return f"""As a transformers pipeline (`{task}`, declared in `config.json` under `custom_pipelines`, code in
+`pipeline_mmsa.py`). transformers runs a repository's custom pipeline only with `trust_remote_code=True`, with or
+without `mmsa_hf` installed:
+
+```python
+from transformers import pipeline
+
+pipe = pipeline("{task}", model="{repo_id}", trust_remote_code=True)
+rows = pipe(["CCO", "c1ccccc1O"], batch_size=32)  # one dict per molecule: smiles, valid, error, {shows}
+```
+
 """
 
 
@@ -360,6 +382,8 @@ def generate_model_card(
     metrics = sorted({r["metric"] for r in rows})
     is_backbone = auto_class in ("AutoModel", "AutoModelForPreTraining")
     tags = list(BASE_TAGS) + [t for t in (extra_tags or []) if t not in BASE_TAGS]
+    if processor is not None:  # save_for_hub then declares the custom pipelines in config.json
+        tags.append("molecular-feature-extraction" if is_backbone else "molecular-property-prediction")
     if training_info:
         tags.append("pretrained")
     if rows:
@@ -370,7 +394,7 @@ def generate_model_card(
         tags=list(dict.fromkeys(tags)),
         datasets=datasets or None,
         metrics=metrics or None,
-        pipeline_tag="feature-extraction" if is_backbone else None,
+        pipeline_tag=None,  # see the module docstring: no Hub pipeline runs these checkpoints
         base_model=base_model,
     )
 

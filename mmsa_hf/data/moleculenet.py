@@ -448,6 +448,8 @@ def load_moleculenet(
     Args:
         name: one of :data:`MOLECULENET_NAMES` (``bbbp``, ``bace``, ``clintox``, ``sider``, ``tox21``,
             ``toxcast``, ``hiv``, ``muv``, ``esol``, ``freesolv``, ``lipophilicity``).
+            Or a Hub dataset repo ``owner/name`` written by :func:`mmsa_hf.data.hub_datasets.publish_moleculenet`:
+            its published split is returned (``split`` must be ``"published"`` or the published method).
         split: ``"scaffold"`` (deterministic, Hu et al. 2020; reproduces
             ``shared/data/splits/<name>_scaffold.json``), ``"balanced_scaffold"`` (seeded),
             ``"random"`` (seeded), or a saved split (dict or path to a JSON written by
@@ -473,6 +475,11 @@ def load_moleculenet(
     """
     import datasets
 
+    from .hub_datasets import is_published_moleculenet_id, load_moleculenet_from_hub
+
+    if data_files is None and is_published_moleculenet_id(name):  # a set published by publish_moleculenet
+        return load_moleculenet_from_hub(name, split=split, revision=revision, cache_dir=cache_dir,
+                                         label_dtype=label_dtype)
     task = get_task(name)
     base, source = load_moleculenet_raw(
         task, data_files=data_files, cache_dir=cache_dir, revision=revision, label_dtype=label_dtype

@@ -16,7 +16,9 @@ and by the time this conftest runs other test packages have usually imported ``t
   this server does not implement),
 - cache / token paths (``HF_HOME``, ``HF_HUB_CACHE``, ``HF_TOKEN_PATH``...) and ``transformers``'
   ``HF_MODULES_CACHE`` (where ``trust_remote_code`` code is copied),
-- ``transformers.utils.hub._hf_api``: transformers creates one ``HfApi`` lazily and keeps it (and its endpoint).
+- ``transformers.utils.hub._hf_api``: transformers creates one ``HfApi`` lazily and keeps it (and its endpoint),
+- ``datasets.config`` ``HF_ENDPOINT`` / ``HUB_DATASETS_URL`` / ``HF_HUB_OFFLINE`` / ``HF_DATASETS_CACHE`` (read once at
+  import: ``datasets.load_dataset`` builds its ``HfApi`` / ``HfFileSystem`` from them).
 """
 
 from __future__ import annotations
@@ -88,6 +90,23 @@ def _patch_hub_client(monkeypatch: pytest.MonkeyPatch, endpoint: str, home: Path
         monkeypatch.setattr(thub, "_hf_api", None)
 
 
+def _patch_datasets_client(monkeypatch: pytest.MonkeyPatch, endpoint: str, home: Path) -> None:
+    """``datasets.config`` copies ``HF_ENDPOINT`` / offline mode / the cache path at import, like
+    ``huggingface_hub.constants``: point ``datasets.load_dataset`` at the test hub and an isolated cache."""
+    try:
+        import datasets.config as dconfig
+    except ImportError:  # pragma: no cover
+        return
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(home / "datasets"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    monkeypatch.setattr(dconfig, "HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(dconfig, "HUB_DATASETS_URL", endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
+    monkeypatch.setattr(dconfig, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(dconfig, "HF_DATASETS_OFFLINE", False)
+    monkeypatch.setattr(dconfig, "HF_DATASETS_CACHE", home / "datasets")
+    monkeypatch.setattr(dconfig, "HF_UPDATE_DOWNLOAD_COUNTS", False)
+
+
 @pytest.fixture
 def hub_server():
     """A fresh test hub (its request log is printed at teardown; pytest shows it for failing tests)."""
@@ -104,6 +123,7 @@ def hub(hub_server, tmp_path, monkeypatch):
     """The test hub with the real huggingface_hub client pointed at it and an isolated, empty cache."""
     home = tmp_path / "hf_home"
     _patch_hub_client(monkeypatch, hub_server.url, home)
+    _patch_datasets_client(monkeypatch, hub_server.url, home)
     hub_server.home = home
     hub_server.cache_dir = home / "hub"
     hub_server.token = DEFAULT_TOKEN
