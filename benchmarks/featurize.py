@@ -42,6 +42,7 @@ STATUS_COUNTS: dict[int, int] = {}  # conformer statuses seen by the whole-proce
 
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+from mmsa_hf.atomic import write_text_atomic  # noqa: E402 - results are never half-written
 
 
 def load_bbbp(n: int) -> list[str]:
@@ -346,15 +347,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.only_hiv_graph_only:
         results = json.loads((args.out / "featurize.json").read_text())
         results["hiv_graph_only"] = run_hiv_graph_only_benchmark()
-        (args.out / "featurize.json").write_text(json.dumps(results, indent=2) + "\n")
-        (args.out / "featurize.md").write_text(to_markdown(results))
+        write_text_atomic(args.out / "featurize.json", json.dumps(results, indent=2) + "\n")
+        write_text_atomic(args.out / "featurize.md", to_markdown(results))
         print(to_markdown(results))
         return results
     if args.only_cache_run:
         results = json.loads((args.out / "featurize.json").read_text())
         results["runs"].update(run_cache_benchmark(args.cache_n))
-        (args.out / "featurize.json").write_text(json.dumps(results, indent=2) + "\n")
-        (args.out / "featurize.md").write_text(to_markdown(results))
+        write_text_atomic(args.out / "featurize.json", json.dumps(results, indent=2) + "\n")
+        write_text_atomic(args.out / "featurize.md", to_markdown(results))
         print(to_markdown(results))
         return results
 
@@ -387,9 +388,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["environment"] = environment()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "featurize.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text_atomic(args.out / "featurize.json", json.dumps(results, indent=2) + "\n")
     markdown = to_markdown(results)
-    (args.out / "featurize.md").write_text(markdown)
+    write_text_atomic(args.out / "featurize.md", markdown)
     print(json.dumps(results, indent=2))
     print(markdown)
     return results

@@ -51,6 +51,7 @@ MODEL_TARGET = 200.0  # molecules/s from cached features
 
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+from mmsa_hf.atomic import write_text_atomic  # noqa: E402 - results are never half-written
 
 
 def load_hiv(n: int) -> list[str]:
@@ -515,9 +516,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         results = run(args)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "inference.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text_atomic(out / "inference.json", json.dumps(results, indent=2) + "\n")
     markdown = to_markdown(results)
-    (out / "inference.md").write_text(markdown)
+    write_text_atomic(out / "inference.md", markdown)
     print(json.dumps(results, indent=2))
     print(markdown)
     return results

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from mmsa_hf.atomic import write_text_atomic  # results are never half-written
 
 DATASETS = ["bbbp", "bace", "clintox", "sider", "tox21"]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -142,8 +143,8 @@ def main() -> None:
                "wall_seconds": time.time() - start, "notes": args.notes}
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    out.with_suffix(".md").write_text(markdown(results))
+    write_text_atomic(out.with_suffix(".json"), json.dumps(results, indent=2))
+    write_text_atomic(out.with_suffix(".md"), markdown(results))
     print(markdown(results))
 
 

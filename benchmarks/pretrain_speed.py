@@ -40,6 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+from mmsa_hf.atomic import write_text_atomic  # noqa: E402 - results are never half-written
 
 #: the geometry settings each preset had before issue 10 ("today's configuration")
 TODAY = {
@@ -501,8 +502,8 @@ def write_results(update) -> dict[str, Any]:
     results = json.loads(path.read_text()) if path.exists() else {}
     update(results)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS_DIR / "pretrain_speed.md").write_text(to_markdown(results))
+    write_text_atomic(path, json.dumps(results, indent=2) + "\n")
+    write_text_atomic(RESULTS_DIR / "pretrain_speed.md", to_markdown(results))
     return results
 
 

@@ -15,6 +15,8 @@ from typing import Any, Iterable
 
 import torch
 
+from ..atomic import atomic_open, atomic_path
+
 logger = logging.getLogger("mmsa_hf.training")
 
 #: Image side length used with each preset unless ``--image_size`` says otherwise (our choice:
@@ -95,13 +97,14 @@ def environment_info() -> dict[str, Any]:
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> None:
-    """Write ``payload`` as indented JSON (dataclasses are converted)."""
+    """Write ``payload`` as indented JSON (dataclasses are converted), atomically: a temporary file renamed
+    over ``path`` once complete, so an error or a kill never leaves a half-written file or loses the earlier one
+    (:mod:`mmsa_hf.atomic`)."""
     if is_dataclass(payload):
         payload = asdict(payload)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False, default=_json_default)
-        handle.write("\n")
+    text = json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n"  # fails before any write
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
 
 
 def _json_default(obj: Any) -> Any:
@@ -126,7 +129,7 @@ class JsonlLog:
         if not self.enabled or not self.path.exists():
             return
         kept = [r for r in self.read() if r.get("step", 0) <= step]
-        with open(self.path, "w") as handle:
+        with atomic_open(self.path, "w") as handle:
             for record in kept:
                 handle.write(json.dumps(record) + "\n")
 
@@ -181,9 +184,15 @@ def plot_curves(
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
+    """``fig.savefig(path)`` atomically (temporary file, then rename; the format comes from ``path``'s suffix)."""
+    path = Path(path)
+    with atomic_path(path) as temp:
+        fig.savefig(temp, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png")
 
 
 class Timer:

@@ -44,8 +44,10 @@ from .common import (
     environment_info,
     plot_curves,
     resolve_model_config,
+    save_figure,
     write_json,
 )
+from ..atomic import atomic_directory, write_text_atomic
 from .graph_batches import GraphTensorSet, RowCollatedSet
 from .metrics import classification_metrics, regression_metrics
 
@@ -528,7 +530,7 @@ def run_finetuning(args: FinetuneArguments) -> dict[str, Any]:
     results = _summarise(args, data["task"], runs, data["dsd"], data["reports"], timer.elapsed)
     if accelerator.is_main_process:
         write_json(out / "results.json", results)
-        (out / "results.md").write_text(results_markdown(results))
+        write_text_atomic(out / "results.md", results_markdown(results))
         if args.push_to_hub and args.save_checkpoints:
             _push_best(args, runs, data["processor"], results, out)
         accelerator.print(results_markdown(results))
@@ -557,8 +559,9 @@ def _run_seed(args, seed, data, settings, accelerator, run_dir: Path) -> dict[st
     best_state, test_scores = run.pop("best_state"), run.pop("best_test_scores")
     if is_main and args.save_checkpoints:
         model.load_state_dict(best_state)
-        model.save_pretrained(run_dir / "best")
-        data["processor"].save_pretrained(run_dir / "best")
+        with atomic_directory(run_dir / "best") as staging:  # never a half-written best/
+            model.save_pretrained(staging)
+            data["processor"].save_pretrained(staging)
     if is_main:
         _plot_run(run_dir, data["task"], run, test_scores, data["splits"]["test"].labels.numpy())
     accelerator.free_memory()
@@ -650,7 +653,7 @@ def _plot_run(run_dir: Path, task: dict[str, Any], run: dict[str, Any], test_sco
     if len(task["label_columns"]) <= 12:
         ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(run_dir / "test_roc.png", dpi=110)
+    save_figure(fig, run_dir / "test_roc.png")
     plt.close(fig)
 
 

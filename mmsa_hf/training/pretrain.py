@@ -35,6 +35,7 @@ from .common import (
     views_for_config,
     write_json,
 )
+from ..atomic import atomic_directory
 
 TRAINING_STATE_FILE = "mmsa_training_state.json"
 
@@ -338,9 +339,7 @@ def run_pretraining(args: PretrainArguments) -> Path:
     accelerator.wait_for_everyone()
     final_dir = output_dir / "final"
     unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(final_dir, is_main_process=is_main, save_function=accelerator.save)
     if is_main:
-        processor.save_pretrained(final_dir)
         summary = {
             "global_step": global_step,
             "planned_steps": total_steps,
@@ -351,7 +350,10 @@ def run_pretraining(args: PretrainArguments) -> Path:
             "stopped_by_time_budget": bool(stop and global_step < total_steps),
         }
         training_info = {**run_config, "summary": summary, "corpus": corpus_info}
-        write_json(final_dir / "training_info.json", training_info)
+        with atomic_directory(final_dir) as staging:  # never a half-written final/ (an earlier one is kept)
+            unwrapped.save_pretrained(staging, save_function=accelerator.save)
+            processor.save_pretrained(staging)
+            write_json(staging / "training_info.json", training_info)
         write_json(output_dir / "summary.json", summary)
         records = log.read()
         keys = ["loss"] + sorted({k for r in records for k in r if k.endswith("_loss") and k != "loss"})
