@@ -93,7 +93,8 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-proc", type=_positive_int, default=None,
                         help="featurization processes (default: all available cores)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (neither the run's nor the weight loading / download bars)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +147,13 @@ def _interrupted(command: str, err, output: str | None) -> int:
 
 def _run_inference(args) -> int:
     from .inference import run_inference
+
+    if args.no_progress:  # no bar at all: neither ours nor the "Loading weights" / download bars
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as transformers_logging
+
+        disable_progress_bars()
+        transformers_logging.disable_progress_bar()
 
     report = run_inference(
         args.model, args.input, args.output, mode=args.command, smiles_column=args.smiles_column,
