@@ -1,4 +1,4 @@
-"""The ``mmsa`` command line: ``pretrain``, ``finetune``, ``embed``, ``predict`` and ``push``.
+"""The ``mmsa`` command line: ``pretrain``, ``finetune``, ``embed``, ``predict``, ``explain`` and ``push``.
 
 ``mmsa pretrain`` / ``mmsa finetune`` take the same options as ``scripts/pretrain.py`` /
 ``scripts/finetune.py`` (run those under ``accelerate launch`` for multi-GPU); ``mmsa pretrain --help`` /
@@ -19,6 +19,7 @@ MAIN_EXAMPLES = """examples:
   mmsa embed --model runs/pretrain-small/final --input molecules.csv --output emb.parquet
   mmsa predict --model runs/finetune/seed_0/best --input library.smi --output predictions.csv
   mmsa push --model runs/pretrain-small/final --repo-id my-org/mmsa-small
+  mmsa explain --model runs/finetune/seed_0/best --smiles "O=[N+]([O-])c1ccccc1" --output explain/
 
 run `mmsa COMMAND --help` for the options and examples of each command.
 """
@@ -55,6 +56,15 @@ output (.csv, .parquet or .npy): one column per task (named after config.id2labe
 the task names, else task_0, task_1, ...): probabilities for classification, values in label units for
 regression. Bad rows are handled as in `mmsa embed` (see `mmsa embed --help`); the column names are also in
 <output>.report.json.
+"""
+EXPLAIN_EXAMPLES = """examples:
+  mmsa explain --model runs/finetune/seed_0/best --smiles "O=[N+]([O-])c1ccccc1" "CCO" --output explain/
+  mmsa explain --model my-org/mmsa-tox21 --smiles "c1ccccc1N" --tasks NR-AR SR-p53 --output explain/ --size 600
+
+per-atom attributions by occlusion of the atom input embeddings (mmsa_hf.explain; docs/method.md): for each
+molecule i and task T, explain/mol<i>_<T>.png and .svg (RDKit similarity map: green raises the output, pink lowers
+it), attributions.csv (one row per heavy atom in RDKit order, one column per task) and explanations.json
+(predictions, attributions, errors). A bad SMILES is reported (valid=false) and skipped.
 """
 PUSH_EXAMPLES = """examples:
   mmsa push --model runs/pretrain-small/final --repo-id my-org/mmsa-small
@@ -118,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
                                          "MMSAForMolecularPropertyPrediction checkpoint, streamed in chunks.",
                              epilog=PREDICT_EXAMPLES, formatter_class=formatter)
     _add_inference_args(predict)
+    explain = sub.add_parser("explain", help="per-atom attributions of a property model, drawn on the molecules",
+                             description="Which atoms drive each prediction of a fine-tuned "
+                                         "MMSAForMolecularPropertyPrediction checkpoint: per-atom attributions "
+                                         "drawn on the molecule (PNG + SVG) and written as CSV / JSON.",
+                             epilog=EXPLAIN_EXAMPLES, formatter_class=formatter)
+    explain.add_argument("--model", required=True, help="checkpoint directory or Hub repo id")
+    explain.add_argument("--revision", default=None, help="Hub branch, tag or commit (Hub repos only)")
+    explain.add_argument("--smiles", required=True, nargs="+", help="one or more SMILES")
+    explain.add_argument("--output", required=True, help="output directory")
+    explain.add_argument("--tasks", nargs="+", default=None, help="task names (config.id2label; default: all)")
+    explain.add_argument("--size", type=_positive_int, default=400, help="picture side in pixels")
     push = sub.add_parser("push", help="push a checkpoint + processor + generated model card to the Hub",
                           description="Push a saved checkpoint with its processor and a generated model card to "
                                       "the Hugging Face Hub in one commit.",
@@ -165,6 +186,24 @@ def _run_inference(args) -> int:
                                       "featurize_seconds", "model_seconds", "wall_seconds", "molecules_per_s")}
     if report["bad_rows"]:
         summary["bad_indices"] = (report["masked_indices"] or report["skipped_indices"])[:20]
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _run_explain(args) -> int:
+    from .explain import explain
+    from .inference import load_for_inference
+
+    model, processor, _ = load_for_inference(args.model, mode="predict", revision=args.revision)
+    try:
+        explanations = explain(model, args.smiles, args.output, processor=processor, tasks=args.tasks,
+                               size=args.size)
+    except ValueError as err:  # e.g. a task the model does not have
+        return _fail("explain", str(err))
+    invalid = [{"index": i, "smiles": e.smiles, "error": e.error} for i, e in enumerate(explanations) if not e.valid]
+    summary = {"output": args.output, "molecules": len(explanations), "valid": len(explanations) - len(invalid),
+               "tasks": next((list(e.attributions) for e in explanations if e.valid), []), "invalid": invalid,
+               "files": [f for e in explanations for f in e.files]}
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -240,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_inference(args)
             if args.command == "push":
                 return _run_push(args)
+            if args.command == "explain":
+                return _run_explain(args)
     except Interrupted as err:
         return _interrupted(args.command, err, getattr(args, "output", None))
     except (InferenceInputError, FileNotFoundError) as err:
