@@ -90,3 +90,21 @@ def test_pretraining_from_a_hub_corpus_runs(hub, datasets_cache, tmp_path):
     steps = [json.loads(line).get("step") for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(s for s in steps if s is not None) == 3
     assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_datasets_own_push_to_hub_and_load_dataset_round_trip(hub):
+    """The test hub serves what ``datasets`` itself uses to write and read a dataset repo."""
+    import datasets
+
+    dsd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"smiles": ["CCO", "CCN", "c1ccccc1"], "y": [1.0, float("nan"), 0.0]}),
+        "test": datasets.Dataset.from_dict({"smiles": ["CCCl"], "y": [0.5]}),
+    })
+    dsd.push_to_hub("test-org/pushed")
+    dsd["test"] = datasets.Dataset.from_dict({"smiles": ["CCCl", "CCBr"], "y": [0.5, 0.25]})
+    dsd.push_to_hub("test-org/pushed", commit_message="second push")  # replaces the test split file
+    loaded = datasets.load_dataset("test-org/pushed")
+    assert set(loaded) == {"train", "test"} and loaded["train"]["smiles"][:] == ["CCO", "CCN", "c1ccccc1"]
+    assert math.isnan(loaded["train"]["y"][1]) and loaded["test"]["y"][:] == [0.5, 0.25]
+    repo = hub.repo("test-org/pushed", repo_type="dataset")
+    assert "second push" in [c.title for c in repo.commits.values()]
