@@ -23,7 +23,15 @@ def model_card(model, processor, training_info: dict, benchmark: Path | None, re
     from mmsa_hf.model_card import generate_model_card
 
     card = generate_model_card(model, processor, training_info=training_info, repo_id=repo_id)
-    extra = ["", "## Loss curves", "", "![pretraining loss curves](loss_curves.png)", ""]
+    extra = ["", "## In this repository", "",
+             "The modeling and processing code files are not copied into `checkpoints/` (the installed `mmsa_hf` "
+             "package provides the classes); `mmsa push --model checkpoints/<name> --repo-id ORG/NAME` writes them, "
+             "with `auto_map`, for `trust_remote_code` users of the Hub copy.", "",
+             "## Objective", "",
+             "Inter-view contrastive + cross-view reconstruction + masked-molecule hypergraph recovery + memory "
+             "alignment in one shared space + masked atom/bond attribute prediction on the GIN (see the package's "
+             "`docs/method.md`, section 2.8).", "",
+             "## Loss curves", "", "![pretraining loss curves](loss_curves.png)", ""]
     if benchmark is not None and benchmark.is_file():
         extra += ["## MoleculeNet benchmark (paired, pretrained vs the same architecture from scratch)", "",
                   benchmark.read_text().strip(), ""]
