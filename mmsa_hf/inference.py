@@ -237,9 +237,10 @@ def csv_value_columns(columns: dict[str, int], prediction_names: list[str] | Non
     return [f"{name}_{j}" for name, width in columns.items() for j in range(width)]
 
 
-def _named_disk_error(err: OSError, target: Path) -> OSError:
-    """An ``OSError`` for a failed write that names the output (Python's own ENOSPC names no file)."""
-    if err.filename is None and err.errno is not None:
+def _named_disk_error(err: OSError, target: Path, force: bool = False) -> OSError:
+    """An ``OSError`` for a failed write that names the output (Python's own ENOSPC names no file; pyarrow's
+    names the temporary file at best, hence ``force``)."""
+    if (force or err.filename is None) and err.errno is not None:
         return OSError(err.errno, os.strerror(err.errno), str(target))
     return err
 
@@ -329,7 +330,10 @@ class _ParquetWriter:
         else:
             fields += [pa.field(name, pa.float32()) for name in prediction_names]
         self.schema = pa.schema(fields)
-        self.parquet_writer = pq.ParquetWriter(pending.temp_for(output), self.schema)
+        try:
+            self.parquet_writer = pq.ParquetWriter(pending.temp_for(output), self.schema)
+        except OSError as err:
+            raise _named_disk_error(err, output, force=True) from None
 
     def write(self, values: dict[str, np.ndarray], input_index: np.ndarray, smiles: list[str],
               canonical: list[str], valid: np.ndarray) -> None:
@@ -345,12 +349,18 @@ class _ParquetWriter:
             predictions = values["prediction"]
             for j, name in enumerate(self.prediction_names):
                 table[name] = pa.array(np.ascontiguousarray(predictions[:, j], np.float32), pa.float32())
-        self.parquet_writer.write_table(pa.Table.from_pydict(table, schema=self.schema))
+        try:
+            self.parquet_writer.write_table(pa.Table.from_pydict(table, schema=self.schema))
+        except OSError as err:  # pyarrow's message names no file
+            raise _named_disk_error(err, self.output, force=True) from None
         self.rows_written += len(input_index)
 
     def close(self) -> list[str]:
         """Finish the temporary file (footer written; fsynced by the commit); return the final path."""
-        self.parquet_writer.close()
+        try:
+            self.parquet_writer.close()
+        except OSError as err:
+            raise _named_disk_error(err, self.output, force=True) from None
         return [str(self.output)]
 
     def abort(self) -> None:
@@ -668,8 +678,12 @@ def run_inference(
                         int(num_proc or default_num_proc()), on_error)
     total = count_rows(input_path, smiles_column)
     pending = PendingFiles()  # every output and the report go to temporary names until the run has succeeded
-    writer = _open_writer(output_path, total, run.columns, skip=on_error == "skip", mode=mode,
-                          prediction_names=run.names, pending=pending)
+    try:
+        writer = _open_writer(output_path, total, run.columns, skip=on_error == "skip", mode=mode,
+                              prediction_names=run.names, pending=pending)
+    except BaseException:
+        pending.discard()  # e.g. a full disk before the first row
+        raise
     try:
         rows, files = _stream(run, writer, iter_smiles_chunks(input_path, smiles_column, chunk_size),
                               total, show_progress, input_path)
