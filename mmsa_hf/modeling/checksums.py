@@ -83,3 +83,59 @@ def read_manifest(directory: str | os.PathLike) -> dict | None:
     if not valid:
         raise ValueError(f"{path} is not a valid checksum manifest (expected sha256 records under 'files')")
     return files
+
+
+class ChecksumMismatchError(OSError):
+    """A weight file differs from its ``checksums.json`` record (or is missing). ``path`` is the file."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"Corrupted or incomplete checkpoint file {self.path}: {reason}. Delete it and download / "
+                         "save it again (for a Hub cache, pass force_download=True).")
+
+
+_DIGESTS: dict[tuple, str] = {}  # (real path, inode, size, mtime_ns) -> sha256
+_NOTICED: set[str] = set()
+
+
+def sha256_cached(path: str | os.PathLike) -> str:
+    """:func:`sha256_file`, remembered within the process for an unchanged file (inode, size, mtime)."""
+    real = Path(path).resolve()
+    stat = real.stat()
+    key = (str(real), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(real)
+    return _DIGESTS[key]
+
+
+def check_record(path: Path, record: dict) -> None:
+    """Raise :class:`ChecksumMismatchError` when ``path`` is missing or differs from its manifest ``record``."""
+    if not path.exists():
+        raise ChecksumMismatchError(path, f"it is listed in {MANIFEST_NAME} but does not exist")
+    size = path.stat().st_size
+    if record.get("size") is not None and size != record["size"]:
+        raise ChecksumMismatchError(path, f"it holds {size} bytes but {MANIFEST_NAME} records {record['size']}")
+    digest = sha256_cached(path)
+    if digest != record["sha256"]:
+        raise ChecksumMismatchError(
+            path, f"its sha256 {digest} differs from {record['sha256']} recorded in {MANIFEST_NAME}: the file is "
+            "damaged (or was replaced without saving the checkpoint again)")
+
+
+def verify_directory(directory: str | os.PathLike, notice=None) -> bool:
+    """Check every file ``checksums.json`` lists in ``directory``; True when verified. Without a manifest, return
+    False after calling ``notice(message)`` once per directory (a one-line notice)."""
+    directory = Path(directory)
+    try:
+        records = read_manifest(directory)
+    except ValueError as err:
+        raise ChecksumMismatchError(directory / MANIFEST_NAME, str(err)) from None
+    if records is None:
+        if notice is not None and str(directory.resolve()) not in _NOTICED:
+            _NOTICED.add(str(directory.resolve()))
+            notice(f"note: {directory} has no {MANIFEST_NAME}; its weights were checked for structure only, not "
+                   "against recorded sha256 checksums")
+        return False
+    for name, record in sorted(records.items()):
+        check_record(directory / name, record)
+    return True

@@ -10,7 +10,9 @@ statistics (BatchNorm), the hypergraph, the losses or the memory update; their o
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +39,7 @@ from .losses import (
     memory_alignment_loss,
     multiclass_cross_entropy,
 )
-from .checksums import write_manifest
+from .checksums import verify_directory, write_manifest
 from .masked_attributes import MMSAMaskedAttributeHead, masked_attribute_loss, sample_masked_atoms
 from .memory import MMSAMemoryBank
 from .outputs import MMSAModelOutput, MMSAPretrainingOutput, MMSAPropertyPredictionOutput
@@ -114,6 +116,14 @@ class MMSAPreTrainedModel(PreTrainedModel):
     def enabled_views(self) -> list[str]:
         """The views whose encoder exists, in the fixed order ("graph", "image", "geometry")."""
         return list(self.config.enabled_modalities)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        # a local checkpoint (AutoModel, pipelines) is checked against its checksums.json first; a damaged weight
+        # file raises an OSError naming it. Without a manifest: a one-line notice, then the usual load.
+        if pretrained_model_name_or_path is not None and os.path.isdir(pretrained_model_name_or_path):
+            verify_directory(pretrained_model_name_or_path, notice=logging.getLogger(__name__).warning)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:

@@ -121,3 +121,14 @@ def test_push_uploads_the_manifest_and_the_pull_is_verified(hub, model, tmp_path
     with pytest.raises(CorruptCheckpointError, match="the Hub reports") as caught:
         load_model(REPO, model_class=MMSAForPretraining)
     assert caught.value.path == str(weights)
+
+
+def test_auto_model_and_pipelines_check_a_local_checkpoint(saved):
+    """``AutoModel.from_pretrained(dir)`` (what ``pipeline(task, model=dir)`` runs) checks checksums.json too."""
+    from transformers import AutoModel
+
+    AutoModel.from_pretrained(saved)
+    _zero_middle(saved / "model.safetensors")
+    with pytest.raises(OSError, match="recorded in checksums.json") as caught:
+        AutoModel.from_pretrained(saved)
+    assert str(saved / "model.safetensors") in str(caught.value)
