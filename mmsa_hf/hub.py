@@ -63,7 +63,6 @@ _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 _SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 logger = logging.getLogger(__name__)
-_SHA256_CACHE: dict[tuple, str] = {}  # (real path, inode, size, mtime_ns) -> sha256: hash each file once
 
 
 class CorruptCheckpointError(OSError):
@@ -166,14 +165,9 @@ def _check_cache_blob_hash(path: Path) -> None:
 
 def _sha256(path: Path) -> str:
     """sha256 of a file, remembered for an unchanged file (same inode, size and mtime) within the process."""
-    from .modeling.checksums import sha256_file
+    from .modeling.checksums import sha256_cached
 
-    real = path.resolve()
-    stat = real.stat()
-    key = (str(real), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA256_CACHE:
-        _SHA256_CACHE[key] = sha256_file(real)
-    return _SHA256_CACHE[key]
+    return sha256_cached(path)
 
 
 def verify_manifest(directory: str | os.PathLike, files: list[Path] | None = None) -> bool:
@@ -181,40 +175,23 @@ def verify_manifest(directory: str | os.PathLike, files: list[Path] | None = Non
 
     Every file the manifest lists must exist with the recorded size and sha256, and every file of ``files`` (the
     weights :func:`verify_checkpoint` found) must be listed. Returns True when verified, False (after a one-line
-    notice) when the checkpoint has no manifest. Raises :class:`CorruptCheckpointError` naming the file.
+    notice, once per directory) when the checkpoint has no manifest. Raises :class:`CorruptCheckpointError`
+    naming the file.
     """
-    from .modeling.checksums import MANIFEST_NAME, read_manifest
+    from .modeling.checksums import MANIFEST_NAME, ChecksumMismatchError, read_manifest, verify_directory
 
     directory = Path(directory)
     try:
-        records = read_manifest(directory)
-    except ValueError as err:
-        raise CorruptCheckpointError(directory / MANIFEST_NAME, str(err)) from None
-    if records is None:
-        logger.warning("note: %s has no %s; its weights were checked for structure only, not against recorded "
-                       "sha256 checksums", directory, MANIFEST_NAME)
-        return False
-    for name, record in sorted(records.items()):
-        _check_recorded_file(directory / name, record, MANIFEST_NAME)
+        if not verify_directory(directory, notice=logger.warning):
+            return False
+    except ChecksumMismatchError as err:
+        raise CorruptCheckpointError(err.path, err.reason) from None
+    records = read_manifest(directory)
     unlisted = [path for path in files or [] if path.name not in records]
     if unlisted:
         raise CorruptCheckpointError(unlisted[0], f"it is not listed in {directory / MANIFEST_NAME}, which records "
                                                   f"{sorted(records)}; save the checkpoint again")
     return True
-
-
-def _check_recorded_file(path: Path, record: Mapping[str, Any], manifest_name: str) -> None:
-    if not path.exists():
-        raise CorruptCheckpointError(path, f"it is listed in {manifest_name} but does not exist")
-    size = path.stat().st_size
-    if record.get("size") is not None and size != record["size"]:
-        raise CorruptCheckpointError(path, f"it holds {size} bytes but {manifest_name} records {record['size']}")
-    digest = _sha256(path)
-    if digest != record["sha256"]:
-        raise CorruptCheckpointError(
-            path, f"its sha256 {digest} differs from {record['sha256']} recorded in {manifest_name}: the file is "
-            "damaged (or was replaced without saving the checkpoint again)"
-        )
 
 
 def _check_hub_lfs_sha256(repo_id: str, directory: Path, files: list[Path], token: str | bool | None) -> None:
