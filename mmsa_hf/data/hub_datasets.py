@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .moleculenet import DESCRIPTION_KEY, HF_SPLIT_NAMES, MoleculeNetTask, get_task, load_moleculenet
-from .splits import SPLIT_KEYS, split_sha256
+from .splits import split_sha256
 
 METADATA_FILE = "mmsa_moleculenet.json"
 METADATA_VERSION = 1
