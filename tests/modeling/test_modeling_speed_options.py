@@ -94,6 +94,7 @@ def test_geometry_encoder_matches_the_schnet_formula(shared):
 def test_image_encoder_channels_last_matches_nchw():
     encoder = MMSAImageEncoder(tiny_config()).eval()
     pixels = torch.randn(4, 3, 48, 48)
+    encoder.memory_format = torch.channels_last
     fast = encoder(pixels).molecule_embedding
     encoder.memory_format = torch.contiguous_format
     reference = encoder(pixels).molecule_embedding
@@ -135,3 +136,15 @@ def test_presets_document_the_speed_fields(preset):
     for name in ("geometry_num_filters", "geometry_cutoff", "geometry_shared_filter_network"):
         assert name in PRESETS[preset], (preset, name)
         assert getattr(config, name) == PRESETS[preset][name]
+
+
+def test_channels_last_is_automatic_only_where_the_cpu_backward_is_known_to_run():
+    from mmsa_hf.modeling import MMSAConfig
+
+    pixels = torch.randn(2, 3, 32, 32)
+    narrow = MMSAImageEncoder(tiny_config())  # 8-channel stem: torch 2.13's oneDNN backward can crash at 224 px
+    wide = MMSAImageEncoder(MMSAConfig.from_preset("small"))
+    assert narrow.input_memory_format(pixels) == torch.contiguous_format
+    assert wide.input_memory_format(pixels) == torch.channels_last
+    narrow.memory_format = torch.channels_last  # an explicit choice wins
+    assert narrow.input_memory_format(pixels) == torch.channels_last
