@@ -52,8 +52,10 @@ def strip_remote_code(folder: Path) -> None:
 
 
 def _drop_auto_map(payload) -> None:
+    """Remove ``auto_map`` and ``custom_pipelines`` (both point at the stripped code files) at every level."""
     if isinstance(payload, dict):
         payload.pop("auto_map", None)
+        payload.pop("custom_pipelines", None)
         for value in payload.values():
             _drop_auto_map(value)
 
