@@ -61,19 +61,3 @@ def test_embed_gives_finite_identical_embeddings_across_runs(tmp_path):
     assert np.isfinite(outputs[0]).all()
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
-
-def test_mmsa_push_publishes_it_and_it_loads_back(hub, capsys):
-    import json
-
-    from mmsa_hf import MMSAForPretraining
-    from mmsa_hf.hub import load_model
-
-    code = main(["push", "--model", str(CHECKPOINT), "--repo-id", "test-user/mmsa-small"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    assert json.loads(captured.out)["class"] == "MMSAForPretraining"
-    loaded = load_model("test-user/mmsa-small", model_class=MMSAForPretraining)
-    stored = load_file(str(CHECKPOINT / "model.safetensors"))
-    state = loaded.state_dict()
-    for key, value in stored.items():
-        assert torch.equal(state[key], value), key
