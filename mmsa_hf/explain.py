@@ -1,4 +1,4 @@
-"""Per-atom explanations of a fine-tuned MMSA property model: which atoms drive each prediction.
+r"""Per-atom explanations of a fine-tuned MMSA property model: which atoms drive each prediction.
 
 Method: **occlusion of the atom input embeddings** of the 2D graph encoder (our choice; see ``docs/method.md``,
 "Explanations"). For molecule :math:`m`, task :math:`t` and heavy atom :math:`i`,

@@ -47,11 +47,15 @@ def _stderr_lines(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def big_csv(tmp_path_factory) -> Path:
-    """1,200 BBBP molecules: long enough to kill a run half-way."""
+    """24,000 rows (1,200 BBBP molecules, 20 times): a run that cannot finish in the second before the signal.
+
+    With 1,200 rows a quiet CI box finished the CSV run before the signal arrived (rc 0); the run is killed
+    early, so the length costs nothing.
+    """
     path = tmp_path_factory.mktemp("big") / "big.csv"
     with gzip.open(BBBP, "rt", newline="") as handle:
         smiles = [row["smiles"] for _, row in zip(range(1200), csv.DictReader(handle))]
-    path.write_text("smiles\n" + "\n".join(smiles) + "\n")
+    path.write_text("smiles\n" + "\n".join(smiles * 20) + "\n")
     return path
 
 
