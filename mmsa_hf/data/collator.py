@@ -5,7 +5,9 @@
 (the same code ``processor(smiles)`` runs, so both paths give identical tensors), plus
 
 * ``labels``: float32 ``[B, T]`` from ``label_columns`` (``NaN`` kept for missing labels), and
-* ``row_index``: long ``[B]`` (0-based data row of the source file).
+* ``row_index``: long ``[B]`` (0-based data row of the source file), and
+* ``descriptor_targets``: float32 ``[B, D]``, with a ``descriptor_normalizer`` (rows carrying the
+  ``descriptors`` column of :func:`~mmsa_hf.data.descriptors.add_descriptors`).
 
 Only the processor's ``views`` are read back: a graph-only processor collates graph tensors only (no PNG
 decoding, no ``pos``), from a graph-only cache or from a full one.
@@ -70,10 +72,14 @@ class MMSACollator:
         label_columns: columns stacked into ``labels`` ``[B, T]`` (float32, ``NaN`` = missing);
             ``None`` = no labels (pretraining).
         label_dtype: torch dtype name of ``labels`` (default ``"float32"``).
+        descriptor_normalizer: a :class:`~mmsa_hf.data.descriptors.DescriptorNormalizer`; the batch then has
+            ``descriptor_targets`` (the pretraining ``descriptor`` term).
     """
 
-    def __init__(self, processor, label_columns: Sequence[str] | str | None = None, label_dtype: str = "float32"):
+    def __init__(self, processor, label_columns: Sequence[str] | str | None = None, label_dtype: str = "float32",
+                 descriptor_normalizer=None):
         self.processor = processor
+        self.descriptor_normalizer = descriptor_normalizer
         if isinstance(label_columns, str):
             label_columns = [label_columns]
         self.label_columns = list(label_columns) if label_columns is not None else None
@@ -107,4 +113,15 @@ class MMSACollator:
             out["labels"] = torch.tensor(labels, dtype=getattr(torch, self.label_dtype))
         if "row_index" in rows[0]:
             out["row_index"] = torch.tensor([int(r["row_index"]) for r in rows], dtype=torch.long)
+        if self.descriptor_normalizer is not None:
+            out["descriptor_targets"] = self._descriptor_targets(rows)
         return out
+
+    def _descriptor_targets(self, rows):
+        import numpy as np
+        import torch
+
+        if "descriptors" not in rows[0]:
+            raise KeyError("MMSACollator: a descriptor_normalizer needs a 'descriptors' column (add_descriptors)")
+        values = np.stack([np.asarray(r["descriptors"], dtype=np.float64) for r in rows])
+        return torch.from_numpy(self.descriptor_normalizer.transform(values))

@@ -200,6 +200,11 @@ class MMSAConfig(PreTrainedConfig):
             on all 9 atom columns of the masked atoms and, with ``masked_bond_prediction``, on the 3 bond
             columns of the masked bonds).
         masked_bond_prediction (`bool`, defaults to `True`): also predict the masked bonds' attributes.
+        num_descriptors (`int`, defaults to 0): molecule-level term on the 2D encoder (our addition): regress this
+            many normalised RDKit descriptors (``mmsa_hf.data.descriptors``) from the pooled GIN output. 0 (no
+            head) switches it off; ``scripts/pretrain.py --descriptor_targets`` sets it from the RDKit version.
+        descriptor_weight (`float`, defaults to 10.0): weight of the descriptor loss (masked MSE in ``[0, 1]``,
+            whose chance level is 1/12; x10 puts it on the scale of the cross-entropy terms).
         downstream_modalities (`list[str]`, *optional*): views used by [`MMSAForMolecularPropertyPrediction`];
             `None` (default) means every enabled view; `["graph"]` alone is the GraphMVP-style protocol. Naming a
             disabled view raises.
@@ -282,6 +287,8 @@ class MMSAConfig(PreTrainedConfig):
     masked_atom_ratio: float = 0.15
     masked_attribute_weight: float = 1.0
     masked_bond_prediction: bool = True
+    num_descriptors: int = 0
+    descriptor_weight: float = 10.0
 
     downstream_modalities: list[str] | tuple[str, ...] | None = None
     downstream_embedding: str = "auto"
@@ -372,6 +379,7 @@ class MMSAConfig(PreTrainedConfig):
             positive_int(name)
         positive_int("geometry_num_rbf", 2)
         positive_int("memory_sinkhorn_iterations", 0)
+        positive_int("num_descriptors", 0)
         if self.fusion_intermediate_size is not None:
             positive_int("fusion_intermediate_size")
         if self.classifier_hidden_size is not None:
@@ -388,7 +396,7 @@ class MMSAConfig(PreTrainedConfig):
             fail(f"`initializer_range` must be >= 0, got {self.initializer_range!r}.")
 
         for name in ("contrastive_weight", "reconstruction_weight", "hypergraph_weight", "memory_weight",
-                     "masked_attribute_weight"):
+                     "masked_attribute_weight", "descriptor_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
                 fail(f"loss weight `{name}` must be a finite number >= 0, got {value!r}.")

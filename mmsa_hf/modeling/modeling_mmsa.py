@@ -40,6 +40,7 @@ from .losses import (
     multiclass_cross_entropy,
 )
 from .checksums import verify_directory, write_manifest
+from .descriptor_head import MMSADescriptorHead, descriptor_loss
 from .masked_attributes import MMSAMaskedAttributeHead, masked_attribute_loss, sample_masked_atoms
 from .memory import MMSAMemoryBank
 from .outputs import MMSAModelOutput, MMSAPretrainingOutput, MMSAPropertyPredictionOutput
@@ -411,10 +412,13 @@ class MMSAForPretraining(MMSAPreTrainedModel):
     .. math::
         \mathcal{L} = w_c\,\mathcal{L}_{contrastive} + w_r\,\mathcal{L}_{reconstruction}
             + w_h\,\mathcal{L}_{hypergraph} + w_m\,\mathcal{L}_{memory} + w_a\,\mathcal{L}_{mask}
+            + w_d\,\mathcal{L}_{descriptor}
 
     (see ``losses.py`` and ``masked_attributes.py``). With ``masked_atom_ratio > 0`` the GIN sees a masked copy of
     every graph (the masked atoms and their bonds replaced by mask embeddings) and :math:`\mathcal{L}_{mask}`
-    predicts their attributes. Under the ``"ema"`` memory rule the anchors are updated in place at the end of every
+    predicts their attributes. With ``num_descriptors > 0``, :math:`\mathcal{L}_{descriptor}` regresses the
+    ``descriptor_targets`` of each molecule from the pooled GIN output (``descriptor_head.py``). Under the
+    ``"ema"`` memory rule the anchors are updated in place at the end of every
     training-mode forward (``update_memory`` overrides this), from the embeddings of ``config.memory_space``
     gathered across processes.
     """
@@ -428,6 +432,7 @@ class MMSAForPretraining(MMSAPreTrainedModel):
             {m: MMSAReconstructionHead(config.hidden_size) for m in config.enabled_modalities}
         )
         self.attribute_head = MMSAMaskedAttributeHead(config) if config.masked_atom_ratio > 0 else None
+        self.descriptor_head = MMSADescriptorHead(config) if config.num_descriptors > 0 else None
         self.hypergraph_mask_token = (
             nn.Parameter(torch.zeros(config.hidden_size))
             if config.use_hypergraph and config.hypergraph_consistency_target == "masked"
@@ -451,6 +456,7 @@ class MMSAForPretraining(MMSAPreTrainedModel):
         smiles: list[str] | None = None,
         modality_mask: torch.BoolTensor | None = None,
         masked_atoms: torch.BoolTensor | None = None,
+        descriptor_targets: torch.FloatTensor | None = None,
         update_memory: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
@@ -460,6 +466,8 @@ class MMSAForPretraining(MMSAPreTrainedModel):
             (batch contract keys): see [`MMSAModel.forward`].
             masked_atoms (`torch.BoolTensor` of shape `(N,)`, *optional*): atoms to mask; by default
                 ``masked_atom_ratio`` of every valid molecule's atoms, drawn from torch's global generator.
+            descriptor_targets (`torch.FloatTensor` of shape `(B, num_descriptors)`, *optional*): normalised
+                descriptors in ``[0, 1]``, NaN where missing; without them the descriptor term is 0.
             update_memory (`bool`, *optional*): apply the EMA anchor update (``"ema"`` rule only). Defaults to
                 ``self.training``.
         """
@@ -500,6 +508,7 @@ class MMSAForPretraining(MMSAPreTrainedModel):
             "masked_attribute_loss": self._masked_attribute_loss(
                 output, atom_features, bond_features, edge_index, batch, masked_atoms
             ),
+            "descriptor_loss": self._descriptor_loss(output, rows, descriptor_targets),
         }
         loss = sum(getattr(config, name.replace("_loss", "_weight")) * value for name, value in terms.items())
         if not loss.requires_grad and torch.is_grad_enabled() and fused.requires_grad:
@@ -537,6 +546,17 @@ class MMSAForPretraining(MMSAPreTrainedModel):
         return masked_attribute_loss(
             self.attribute_head, output.atom_embeddings, atom_features, bond_features, edge_index, masked_atoms
         )
+
+    def _descriptor_loss(self, output, rows, descriptor_targets) -> torch.Tensor:
+        pooled = output.graph_pooled_output
+        if self.descriptor_head is None or descriptor_targets is None:
+            return torch.zeros((), device=pooled.device)
+        if descriptor_targets.shape != (pooled.size(0), self.config.num_descriptors):
+            raise ValueError(
+                f"descriptor_targets: shape {tuple(descriptor_targets.shape)}, expected "
+                f"({pooled.size(0)}, num_descriptors={self.config.num_descriptors})"
+            )
+        return descriptor_loss(self.descriptor_head(pooled[rows]), descriptor_targets[rows])
 
     def _hypergraph_loss(self, unified, fused, views, present) -> torch.Tensor:
         config = self.config
@@ -594,7 +614,9 @@ class MMSAForMolecularPropertyPrediction(MMSAPreTrainedModel):
     the head (``classifier.*``); the pretraining-only reconstruction heads are dropped.
     """
 
-    _keys_to_ignore_on_load_unexpected = [r"reconstruction_heads\.", r"attribute_head\.", r"hypergraph_mask_token"]
+    _keys_to_ignore_on_load_unexpected = [
+        r"reconstruction_heads\.", r"attribute_head\.", r"descriptor_head\.", r"hypergraph_mask_token"
+    ]
 
     def __init__(self, config: MMSAConfig):
         super().__init__(config)

@@ -73,6 +73,7 @@ class PretrainArguments:
     no_hypergraph: bool = False
     no_memory: bool = False
     no_masked_attributes: bool = False
+    descriptor_targets: bool = False
     legacy_objectives: bool = False
     cpu: bool = False
     push_to_hub: bool = False
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         add(f"--no_{view}", action="store_true", help=f"ablation: disable the {view} component")
     add("--no_masked_attributes", action="store_true",
         help="ablation: no masked atom/bond attribute term (masked_atom_ratio=0)")
+    add("--descriptor_targets", action="store_true",
+        help="add the descriptor term: regress ~210 normalised RDKit descriptors from the pooled 2D encoder")
     add("--legacy_objectives", action="store_true",
         help="ablation: the first implementation's objective (no masked attributes, memory_space='fused_ema', "
              "hypergraph_consistency_target='fused')")
@@ -169,7 +172,23 @@ def _config_overrides(args: PretrainArguments) -> dict[str, Any]:
         overrides["masked_atom_ratio"] = 0.0
     if args.legacy_objectives:
         overrides.update(memory_space="fused_ema", hypergraph_consistency_target="fused")
+    if args.descriptor_targets:
+        from ..data.descriptors import descriptor_names
+
+        overrides["num_descriptors"] = len(descriptor_names())
     return overrides
+
+
+def _descriptor_normalizer(featurized, seed: int, sample_size: int = 20000):
+    """The CDF normaliser of the descriptor targets, fitted on a seeded sample of the featurised corpus."""
+    import numpy as np
+
+    from ..data.descriptors import DESCRIPTOR_COLUMN, DescriptorNormalizer, descriptor_names
+
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(featurized), size=min(sample_size, len(featurized)), replace=False))
+    values = np.asarray(featurized.select_columns([DESCRIPTOR_COLUMN]).select(rows)[DESCRIPTOR_COLUMN], dtype=np.float64)
+    return DescriptorNormalizer.fit(values, descriptor_names())
 
 
 def _scalar_terms(outputs: Any) -> dict[str, float]:
@@ -195,6 +214,7 @@ def run_pretraining(args: PretrainArguments) -> Path:
         featurize_report,
         load_pretraining_corpus,
     )
+    from ..data.descriptors import NORMALIZER_FILE, add_descriptors
     from ..modeling import MMSAForPretraining
 
     timer = Timer()
@@ -238,11 +258,14 @@ def run_pretraining(args: PretrainArguments) -> Path:
         featurized = featurize_dataset(
             corpus, processor, num_proc=num_proc, on_error="skip", accelerator=accelerator
         )
+        if args.descriptor_targets and len(featurized):
+            featurized = add_descriptors(featurized, num_proc=num_proc)
     if len(featurized) == 0:
         raise ValueError(f"corpus {args.corpus!r}: no molecule survived featurization")
+    normalizer = _descriptor_normalizer(featurized, args.seed) if args.descriptor_targets else None
     corpus_info = {**corpus_info, "featurization": featurize_report(featurized), "molecules_used": len(featurized)}
 
-    collator = MMSACollator(processor)
+    collator = MMSACollator(processor, descriptor_normalizer=normalizer)
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(
         featurized,
@@ -290,6 +313,8 @@ def run_pretraining(args: PretrainArguments) -> Path:
     }
     if is_main:
         write_json(output_dir / "run_config.json", run_config)
+        if normalizer is not None:
+            normalizer.save(output_dir / NORMALIZER_FILE)
         write_json(output_dir / "corpus.json", corpus_info)
 
     progress = tqdm(total=total_steps, initial=global_step, disable=not is_main, desc="pretrain", unit="step")
@@ -354,6 +379,8 @@ def run_pretraining(args: PretrainArguments) -> Path:
             unwrapped.save_pretrained(staging, save_function=accelerator.save)
             processor.save_pretrained(staging)
             write_json(staging / "training_info.json", training_info)
+            if normalizer is not None:
+                normalizer.save(staging / NORMALIZER_FILE)
         write_json(output_dir / "summary.json", summary)
         records = log.read()
         keys = ["loss"] + sorted({k for r in records for k in r if k.endswith("_loss") and k != "loss"})

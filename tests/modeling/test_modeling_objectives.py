@@ -170,3 +170,42 @@ def test_pretraining_reports_every_term_and_backpropagates(batch):
     out.loss.backward()
     assert model.hypergraph_mask_token.grad is not None and model.hypergraph_mask_token.grad.abs().sum() > 0
     assert model.mmsa.graph_encoder.atom_mask_embedding.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------- descriptor targets
+
+
+def test_descriptor_loss_is_the_masked_mse_of_the_pooled_graph_head():
+    config = _graph_only(num_descriptors=5, masked_atom_ratio=0.0)
+    model = MMSAForPretraining(config).eval()
+    batch = make_random_batch(num_molecules=4, seed=2, image_size=32)
+    targets = torch.rand(4, 5)
+    targets[1, 2] = float("nan")
+    out = model(**batch, descriptor_targets=targets)
+    pooled = model.mmsa(**batch).graph_pooled_output
+    predictions = model.descriptor_head(pooled)
+    observed = ~torch.isnan(targets)
+    expected = (predictions[observed] - targets[observed]).pow(2).mean()
+    assert float(out.descriptor_loss) == pytest.approx(float(expected), rel=1e-5)
+    assert float(model(**batch).descriptor_loss) == 0.0  # no targets, no term
+    with pytest.raises(ValueError, match="num_descriptors=5"):
+        model(**batch, descriptor_targets=torch.rand(4, 3))
+
+
+def test_descriptor_term_trains_the_graph_encoder():
+    config = _graph_only(num_descriptors=3, masked_atom_ratio=0.0, descriptor_weight=1.0)
+    model = MMSAForPretraining(config).train()
+    batch = make_random_batch(num_molecules=4, seed=3, image_size=32)
+    out = model(**batch, descriptor_targets=torch.rand(4, 3))
+    assert float(out.loss) == pytest.approx(float(out.descriptor_loss), rel=1e-5)  # the only active term here
+    out.loss.backward()
+    gradient = model.mmsa.graph_encoder.atom_encoder.embeddings[0].weight.grad
+    assert gradient is not None and gradient.abs().sum() > 0
+
+
+def test_property_model_drops_the_descriptor_head(tmp_path):
+    from mmsa_hf.modeling import MMSAForMolecularPropertyPrediction
+
+    MMSAForPretraining(_graph_only(num_descriptors=4)).save_pretrained(tmp_path)
+    model, info = MMSAForMolecularPropertyPrediction.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["unexpected_keys"] and not any("descriptor" in k for k in model.state_dict())
