@@ -44,6 +44,7 @@ from .descriptor_head import MMSADescriptorHead, descriptor_loss
 from .masked_attributes import MMSAMaskedAttributeHead, masked_attribute_loss, sample_masked_atoms
 from .memory import MMSAMemoryBank
 from .outputs import MMSAModelOutput, MMSAPretrainingOutput, MMSAPropertyPredictionOutput
+from .valid_rows import ValidRows, _scatter_rows, select_valid_rows
 
 
 #: ``auto_map`` written into every saved config, whichever MMSA class saves it (Hub remote code).
@@ -147,14 +148,6 @@ def _num_molecules(batch, ptr, valid_mask, pixel_values) -> int:
     return int(batch.max()) + 1 if batch.numel() else 0
 
 
-def _scatter_rows(values: torch.Tensor | None, index: torch.Tensor, total: int, all_rows: bool):
-    """Place ``values`` (rows for ``index``) into a zero tensor with ``total`` rows."""
-    if values is None or all_rows:
-        return values
-    out = values.new_zeros((total, *values.shape[1:]))
-    return out.index_copy(0, index, values)
-
-
 def _check_views_in_batch(model, modalities, pixel_values, pos, atomic_numbers) -> None:
     """Raise a ``ValueError`` naming the view when ``model`` reads the image / geometry view (its encoder exists
     and ``modalities`` allows it) but the batch lacks its inputs: a missing view is never filled with zeros."""
@@ -171,6 +164,10 @@ def _check_views_in_batch(model, modalities, pixel_values, pos, atomic_numbers) 
                 f"featurize with a processor whose views include {view!r} (views_for_config(config)), or pass "
                 f"modalities without {view!r} to run without it"
             )
+
+
+#: position of each view in ``modality_mask`` / the fusion tokens
+VIEW_INDEX = {view: position for position, view in enumerate(MODALITIES)}
 
 
 class MMSAModel(MMSAPreTrainedModel):
@@ -209,7 +206,13 @@ class MMSAModel(MMSAPreTrainedModel):
         self.post_init()
 
     # ------------------------------------------------------------------ helpers
-    def _present_modalities(self, n, device, pixel_values, pos, atomic_numbers, conformer_status, modality_mask, modalities):
+    def _present_modalities(self, rows: ValidRows, modalities) -> torch.Tensor:
+        """Bool ``[n, 3]``: which views (graph, image, geometry) each valid molecule enters the fusion with —
+        enabled, allowed by ``modalities``, provided, not a failed conformer (``geometry_missing_statuses``), in
+        ``modality_mask``, and surviving modality dropout in training."""
+        inputs, n, device = rows.inputs, rows.num_molecules, rows.ptr.device
+        pixel_values, pos, atomic_numbers = inputs["pixel_values"], inputs["pos"], inputs["atomic_numbers"]
+        conformer_status, modality_mask = inputs["conformer_status"], inputs["modality_mask"]
         allowed = set(MODALITIES if modalities is None else modalities)
         unknown = allowed - set(MODALITIES)
         if unknown:
@@ -223,7 +226,7 @@ class MMSAModel(MMSAPreTrainedModel):
         if geometry_on and self.config.geometry_missing_statuses and conformer_status is not None:
             missing_ids = [CONFORMER_STATUSES.index(s) for s in self.config.geometry_missing_statuses]
             missing = torch.isin(conformer_status.to(device), torch.tensor(missing_ids, device=device))
-            present[:, 2] &= ~missing
+            present[:, VIEW_INDEX["geometry"]] &= ~missing
         if modality_mask is not None:
             present &= modality_mask.to(device=device, dtype=torch.bool)
         if self.training and self.config.modality_dropout > 0 and n > 0:
@@ -279,122 +282,95 @@ class MMSAModel(MMSAPreTrainedModel):
         _check_views_in_batch(self, modalities, pixel_values, pos, atomic_numbers)
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        device = atom_features.device
-        dtype = self.dtype
         num_molecules = _num_molecules(batch, ptr, valid_mask, pixel_values)
-        num_atoms = atom_features.size(0)
         if valid_mask is None:
-            valid_mask = torch.ones(num_molecules, dtype=torch.bool, device=device)
-        valid_mask = valid_mask.to(device=device, dtype=torch.bool)
-        all_valid = bool(valid_mask.all())
-
-        # ---- keep only valid molecules (placeholders never enter any computation)
-        if all_valid:
-            mol_index = torch.arange(num_molecules, device=device)
-            atom_index = torch.arange(num_atoms, device=device)
-            v_atom_features, v_bond_features, v_edge_index, v_batch = atom_features, bond_features, edge_index, batch
-            v_atomic_numbers, v_pos, v_pixels = atomic_numbers, pos, pixel_values
-            v_status = conformer_status
-            v_modality_mask = modality_mask
-            v_masked_atoms = masked_atoms
-        else:
-            atom_valid = valid_mask[batch]
-            mol_index = valid_mask.nonzero(as_tuple=True)[0]
-            atom_index = atom_valid.nonzero(as_tuple=True)[0]
-            new_atom_id = torch.cumsum(atom_valid.long(), 0) - 1
-            new_mol_id = torch.cumsum(valid_mask.long(), 0) - 1
-            edge_keep = atom_valid[edge_index[0]] & atom_valid[edge_index[1]]
-            v_atom_features = atom_features[atom_valid]
-            v_bond_features = bond_features[edge_keep]
-            v_edge_index = new_atom_id[edge_index[:, edge_keep]]
-            v_batch = new_mol_id[batch[atom_valid]]
-            v_atomic_numbers = atomic_numbers[atom_valid] if atomic_numbers is not None else None
-            v_pos = pos[atom_valid] if pos is not None else None
-            v_pixels = pixel_values[valid_mask] if pixel_values is not None else None
-            v_status = conformer_status[valid_mask] if conformer_status is not None else None
-            v_modality_mask = modality_mask[valid_mask] if modality_mask is not None else None
-            v_masked_atoms = masked_atoms[atom_valid] if masked_atoms is not None else None
-        n = int(mol_index.numel())
-        counts = torch.bincount(v_batch, minlength=n) if v_batch.numel() else v_batch.new_zeros(n)
-        v_ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-
-        present = self._present_modalities(
-            n, device, v_pixels, v_pos, v_atomic_numbers, v_status, v_modality_mask, modalities
+            valid_mask = torch.ones(num_molecules, dtype=torch.bool, device=atom_features.device)
+        valid_mask = valid_mask.to(device=atom_features.device, dtype=torch.bool)
+        rows = select_valid_rows(
+            {"atom_features": atom_features, "bond_features": bond_features, "edge_index": edge_index,
+             "batch": batch, "atomic_numbers": atomic_numbers, "pos": pos, "pixel_values": pixel_values,
+             "conformer_status": conformer_status, "modality_mask": modality_mask, "masked_atoms": masked_atoms},
+            valid_mask,
         )
-
-        # ---- encoders
-        pooled = {}
-        graph_out = self.graph_encoder(
-            v_atom_features, v_bond_features, v_edge_index, v_batch, ptr=v_ptr, num_graphs=n, masked_atoms=v_masked_atoms
-        )
-        pooled["graph"] = graph_out.molecule_embedding
-        geometry_atoms = None
-        if self.geometry_encoder is not None and bool(present[:, 2].any()):
-            geo_out = self.geometry_encoder(
-                v_atomic_numbers, v_pos.to(dtype), v_batch, ptr=v_ptr, atom_features=v_atom_features, num_graphs=n
-            )
-            pooled["geometry"] = geo_out.molecule_embedding
-            geometry_atoms = geo_out.atom_embeddings
-        if self.image_encoder is not None and bool(present[:, 1].any()):
-            rows = present[:, 1]
-            image_pooled = self.image_encoder(v_pixels[rows].to(dtype)).molecule_embedding
-            pooled["image"] = image_pooled if bool(rows.all()) else _scatter_rows(
-                image_pooled, rows.nonzero(as_tuple=True)[0], n, False
-            )
-
-        def full(x):
-            return _scatter_rows(x, mol_index, num_molecules, all_valid)
-
-        def full_atoms(x):
-            return _scatter_rows(x, atom_index, num_atoms, all_valid)
-
+        present = self._present_modalities(rows, modalities)
+        pooled, atom_embeddings, geometry_atoms = self._encode_views(rows, present)
         result = {
-            "graph_pooled_output": full(pooled["graph"]),
-            "image_pooled_output": full(pooled.get("image")),
-            "geometry_pooled_output": full(pooled.get("geometry")),
-            "atom_embeddings": full_atoms(graph_out.atom_embeddings),
-            "geometry_atom_embeddings": full_atoms(geometry_atoms),
-            "modality_mask": _scatter_rows(present, mol_index, num_molecules, all_valid),
+            "graph_pooled_output": rows.molecules_to_batch(pooled["graph"]),
+            "image_pooled_output": rows.molecules_to_batch(pooled.get("image")),
+            "geometry_pooled_output": rows.molecules_to_batch(pooled.get("geometry")),
+            "atom_embeddings": rows.atoms_to_batch(atom_embeddings),
+            "geometry_atom_embeddings": rows.atoms_to_batch(geometry_atoms),
+            "modality_mask": rows.molecules_to_batch(present),
             "valid_mask": valid_mask,
         }
-        if encoders_only:
-            output = MMSAModelOutput(**result)
-            return output if return_dict else output.to_tuple()
-
-        # ---- projection to the common width and fusion
-        hidden = self.config.hidden_size
-        tokens = []
-        for v, modality in enumerate(MODALITIES):
-            if modality in pooled:
-                z = self.projections[modality](pooled[modality])
-                z = torch.where(present[:, v : v + 1], z, torch.zeros_like(z))
-            else:
-                z = None
-            tokens.append(z)
-            result[f"{modality}_embedding"] = full(z)
-        reference = tokens[0]
-        view_tokens = torch.stack([t if t is not None else reference.new_zeros(n, hidden) for t in tokens], dim=1)
-        fused, attentions = self.fusion(view_tokens, present, output_attentions=output_attentions)
-
-        # ---- memory assignment and structure-aware hypergraph
-        anchors = similarities = None
-        if self.memory is not None:
-            anchors = self.memory.normalized_anchors().to(fused.dtype)
-            similarities = F.normalize(fused, dim=-1) @ anchors.t()
-            result["anchor_assignments"] = full(torch.softmax(similarities / self.memory.temperature, dim=-1))
-        unified = fused
-        if self.hypergraph is not None:
-            mode = hypergraph_mode or ("batch" if self.training else "anchors")
-            unified = self.hypergraph(
-                fused, view_tokens, present, anchors=anchors, anchor_similarities=similarities, mode=mode
+        if not encoders_only:
+            view_embeddings, tokens, fused, attentions = self._fuse_views(pooled, present, output_attentions)
+            assignments, unified = self._refine(fused, tokens, present, hypergraph_mode)
+            for view, z in view_embeddings.items():
+                result[f"{view}_embedding"] = rows.molecules_to_batch(z)
+            result.update(
+                fused_embedding=rows.molecules_to_batch(fused),
+                unified_embedding=rows.molecules_to_batch(unified),
+                anchor_assignments=rows.molecules_to_batch(assignments),
+                attentions=tuple(rows.molecules_to_batch(a) for a in attentions) if attentions is not None else None,
             )
-        result["fused_embedding"] = full(fused)
-        result["unified_embedding"] = full(unified)
-        if attentions is not None:
-            attentions = tuple(full(a) for a in attentions)
-        result["attentions"] = attentions
         output = MMSAModelOutput(**result)
         return output if return_dict else output.to_tuple()
+
+    # ------------------------------------------------------------------ forward steps
+    def _encode_views(self, rows: ValidRows, present: torch.Tensor):
+        """Pooled output of every view that runs (``{view: [n, F_view]}``), the GIN atom embeddings ``[N_v, F]`` and
+        the 3D atom embeddings (or None). A view no molecule has is not run."""
+        inputs, n, dtype = rows.inputs, rows.num_molecules, self.dtype
+        graph = self.graph_encoder(
+            inputs["atom_features"], inputs["bond_features"], inputs["edge_index"], inputs["batch"], ptr=rows.ptr,
+            num_graphs=n, masked_atoms=inputs["masked_atoms"],
+        )
+        pooled, geometry_atoms = {"graph": graph.molecule_embedding}, None
+        if self.geometry_encoder is not None and bool(present[:, VIEW_INDEX["geometry"]].any()):
+            geometry = self.geometry_encoder(
+                inputs["atomic_numbers"], inputs["pos"].to(dtype), inputs["batch"], ptr=rows.ptr,
+                atom_features=inputs["atom_features"], num_graphs=n,
+            )
+            pooled["geometry"], geometry_atoms = geometry.molecule_embedding, geometry.atom_embeddings
+        has_image = present[:, VIEW_INDEX["image"]]
+        if self.image_encoder is not None and bool(has_image.any()):
+            image = self.image_encoder(inputs["pixel_values"][has_image].to(dtype)).molecule_embedding
+            pooled["image"] = image if bool(has_image.all()) else _scatter_rows(
+                image, has_image.nonzero(as_tuple=True)[0], n, False
+            )
+        return pooled, graph.atom_embeddings, geometry_atoms
+
+    def _fuse_views(self, pooled: dict, present: torch.Tensor, output_attentions: bool):
+        """Project each view to ``hidden_size`` (zero rows where absent) and fuse them.
+
+        Returns ``{view: [n, D] or None}``, the view tokens ``[n, 3, D]`` (zeros for a view that did not run),
+        the fused embedding ``[n, D]`` and the fusion attentions (or None)."""
+        view_embeddings = {}
+        for view in MODALITIES:
+            z = self.projections[view](pooled[view]) if view in pooled else None
+            if z is not None:
+                z = torch.where(present[:, VIEW_INDEX[view], None], z, torch.zeros_like(z))
+            view_embeddings[view] = z
+        zeros = torch.zeros_like(view_embeddings["graph"])
+        tokens = torch.stack([z if z is not None else zeros for z in view_embeddings.values()], dim=1)
+        fused, attentions = self.fusion(tokens, present, output_attentions=output_attentions)
+        return view_embeddings, tokens, fused, attentions
+
+    def _refine(self, fused: torch.Tensor, tokens: torch.Tensor, present: torch.Tensor, hypergraph_mode):
+        """Memory assignment ``[n, K]`` (None without memory) and the hypergraph-refined embedding ``[n, D]``."""
+        anchors = similarities = assignments = None
+        if self.memory is not None:
+            anchors = self.memory.normalized_anchors().to(fused.dtype)
+            similarities = self.memory.similarities(fused)
+            assignments = torch.softmax(similarities / self.memory.temperature, dim=-1)
+        if self.hypergraph is None:
+            return assignments, fused
+        mode = hypergraph_mode or ("batch" if self.training else "anchors")
+        unified = self.hypergraph(
+            fused, tokens, present, anchors=anchors, anchor_similarities=similarities, mode=mode
+        )
+        return assignments, unified
 
 
 def _stack_views(output: MMSAModelOutput, rows: torch.Tensor, hidden: int) -> torch.Tensor:
