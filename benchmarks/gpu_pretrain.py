@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit(f"no batches in {args.batches}: run `prepare` first")
     batches = [load_file(str(f)) for f in files]
     config = modeling.MMSAConfig.from_preset(args.preset)
-    model = modeling.MMSAForPretraining(config)
+    model = modeling.MMSAForPreTraining(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device

@@ -68,12 +68,12 @@ def _load_average() -> list[float] | None:
 
 
 def build_checkpoint(folder: Path, preset: str, seed: int = 0) -> tuple[Any, Any]:
-    """A random-init `MMSAForPretraining` of `preset` + its processor, saved to `folder`."""
-    from mmsa_hf import MMSAConfig, MMSAForPretraining
+    """A random-init `MMSAForPreTraining` of `preset` + its processor, saved to `folder`."""
+    from mmsa_hf import MMSAConfig, MMSAForPreTraining
     from mmsa_hf.training.common import PRESET_IMAGE_SIZE, build_processor
 
     torch.manual_seed(seed)
-    model = MMSAForPretraining(MMSAConfig.from_preset(preset)).eval()
+    model = MMSAForPreTraining(MMSAConfig.from_preset(preset)).eval()
     processor = build_processor(image_size=PRESET_IMAGE_SIZE[preset])
     processor.show_progress = False
     model.save_pretrained(folder)
@@ -211,7 +211,7 @@ def run(args) -> dict[str, Any]:
         "benchmark": "mmsa embed (mmsa_hf.inference.run_inference)",
         "data": f"first {args.n} SMILES of mmsa_hf/data/moleculenet/hiv.csv.gz",
         "n": args.n,
-        "model": f"MMSAForPretraining preset '{args.preset}', RANDOM init (speed only), embedded as MMSAModel",
+        "model": f"MMSAForPreTraining preset '{args.preset}', RANDOM init (speed only), embedded as MMSAModel",
         "environment": {
             "python": platform.python_version(),
             "torch": torch.__version__,

@@ -84,11 +84,11 @@ def variant_specs(preset: str, bf16: bool) -> list[dict[str, Any]]:
 
 def build_variant(preset: str, spec: dict[str, Any], seed: int = 0, lr: float = 1e-3) -> dict[str, Any]:
     """Model (train mode), AdamW optimizer and autocast context of one variant."""
-    from mmsa_hf.modeling import MMSAConfig, MMSAForPretraining
+    from mmsa_hf.modeling import MMSAConfig, MMSAForPreTraining
 
     torch.manual_seed(seed)
     config = MMSAConfig.from_preset(preset, **spec["overrides"])
-    model = MMSAForPretraining(config).train()
+    model = MMSAForPreTraining(config).train()
     if model.mmsa.image_encoder is not None:
         layout = torch.channels_last if spec["channels_last"] else torch.contiguous_format
         model.mmsa.image_encoder.memory_format = layout
@@ -418,7 +418,7 @@ def to_markdown(results: dict[str, Any]) -> str:
              "**The machine was shared** with other jobs (2 vCPUs; the load average at each measurement is given), so "
              "absolute numbers are noisy and slower than on an idle machine; the variants alternate within every round "
              "on the same batches, so their ratios are fair. One torch thread.", "",
-             "Median per batch. `step` = forward + backward + AdamW step of `MMSAForPretraining`; `graph` / `image` /"
+             "Median per batch. `step` = forward + backward + AdamW step of `MMSAForPreTraining`; `graph` / `image` /"
              " `geometry` = forward + backward of that encoder alone; `step_plus_collate` adds the collation (PNG "
              "decoding); molecules/s = batch size / median time.", ""]
     for preset, r in results.get("speed", {}).items():

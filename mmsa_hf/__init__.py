@@ -6,6 +6,7 @@ Importing the package registers the MMSA classes with the transformers Auto clas
 from .modeling import (
     MMSAConfig,
     MMSAForMolecularPropertyPrediction,
+    MMSAForPreTraining,
     MMSAForPretraining,
     MMSAModel,
     MMSAPreTrainedModel,
@@ -24,6 +25,7 @@ __all__ = [
     "MMSAConfig",
     "MMSAModel",
     "MMSAPreTrainedModel",
+    "MMSAForPreTraining",
     "MMSAForPretraining",
     "MMSAForMolecularPropertyPrediction",
     "MMSAFeatureExtractor",

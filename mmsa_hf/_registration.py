@@ -20,14 +20,14 @@ def register_auto_classes() -> None:
     from .modeling import (
         MMSAConfig,
         MMSAForMolecularPropertyPrediction,
-        MMSAForPretraining,
+        MMSAForPreTraining,
         MMSAModel,
     )
     from .processing import MMSAFeatureExtractor, MMSAImageProcessor, MMSAProcessor
 
     AutoConfig.register(MMSAConfig.model_type, MMSAConfig, exist_ok=True)
     AutoModel.register(MMSAConfig, MMSAModel, exist_ok=True)
-    AutoModelForPreTraining.register(MMSAConfig, MMSAForPretraining, exist_ok=True)
+    AutoModelForPreTraining.register(MMSAConfig, MMSAForPreTraining, exist_ok=True)
     try:  # property prediction is a sequence-level task: the closest transformers Auto class
         from transformers import AutoModelForSequenceClassification
 

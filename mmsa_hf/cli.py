@@ -73,7 +73,7 @@ PUSH_EXAMPLES = """examples:
 
 pushes ONE commit: model.safetensors, config.json (with auto_map) and the modeling code, the processor config
 and code, and a generated README.md model card (from training_info.json in --model, and --results). The class
-recorded in config.json's `architectures` is pushed (MMSAForPretraining, MMSAModel or
+recorded in config.json's `architectures` is pushed (MMSAForPreTraining, MMSAModel or
 MMSAForMolecularPropertyPrediction). The token comes from HF_TOKEN or `hf auth login`.
 """
 
@@ -221,7 +221,7 @@ def _run_push(args) -> int:
     if not config_path.exists():
         raise FileNotFoundError(f"no config.json in {directory}: not a saved MMSA checkpoint")
     architectures = json.loads(config_path.read_text()).get("architectures") or ["MMSAModel"]
-    known = {"MMSAModel", "MMSAForPretraining", "MMSAForMolecularPropertyPrediction"}
+    known = {"MMSAModel", "MMSAForPreTraining", "MMSAForMolecularPropertyPrediction"}
     if architectures[0] not in known:
         raise InferenceInputError(f"{config_path}: architectures={architectures}; expected one of {sorted(known)}")
     model_class = getattr(modeling, architectures[0])

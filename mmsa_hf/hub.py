@@ -429,7 +429,7 @@ def _model_auto_class(model) -> str:
 def _extra_model_auto_map(model, folder: Path) -> dict[str, str]:
     """Other Auto classes registered locally for this config class whose code was copied into ``folder``.
 
-    E.g. pushing ``MMSAForPretraining`` also maps ``AutoModel`` to ``MMSAModel`` when both live in the copied
+    E.g. pushing ``MMSAForPreTraining`` also maps ``AutoModel`` to ``MMSAModel`` when both live in the copied
     modeling file, so ``AutoModel.from_pretrained(repo, trust_remote_code=True)`` gives the backbone."""
     import transformers
 

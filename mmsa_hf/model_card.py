@@ -354,7 +354,7 @@ def generate_model_card(
     """Return the README.md (YAML metadata + Markdown body) for an MMSA checkpoint.
 
     Args:
-        model: the model being shared (``MMSAModel``, ``MMSAForPretraining``, ``MMSAForMolecularPropertyPrediction``
+        model: the model being shared (``MMSAModel``, ``MMSAForPreTraining``, ``MMSAForMolecularPropertyPrediction``
             or any ``PreTrainedModel``).
         processor: the processor shipped with it (only used to decide whether the usage snippet shows it).
         training_info: the pretraining record written by ``mmsa_hf.training.pretrain`` (``training_info.json``:

@@ -63,11 +63,11 @@ def _drop_auto_map(payload) -> None:
 def ship(run: Path, output: Path, benchmark: Path | None, max_mb: float, repo_id: str) -> list[str]:
     from transformers import AutoProcessor
 
-    from mmsa_hf import MMSAForPretraining
+    from mmsa_hf import MMSAForPreTraining
     from mmsa_hf.hub import save_for_hub
 
     final = run / "final"
-    model = MMSAForPretraining.from_pretrained(final)
+    model = MMSAForPreTraining.from_pretrained(final)
     processor = AutoProcessor.from_pretrained(final)
     training_info = json.loads((final / "training_info.json").read_text())
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:

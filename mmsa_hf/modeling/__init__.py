@@ -10,6 +10,7 @@ from .configuration_mmsa import (
 )
 from .modeling_mmsa import (
     MMSAForMolecularPropertyPrediction,
+    MMSAForPreTraining,
     MMSAForPretraining,
     MMSAModel,
     MMSAPreTrainedModel,
@@ -30,6 +31,7 @@ __all__ = [
     "MMSAConfig",
     "MMSAPreTrainedModel",
     "MMSAModel",
+    "MMSAForPreTraining",
     "MMSAForPretraining",
     "MMSAForMolecularPropertyPrediction",
     "MMSAEncoderOutput",

@@ -119,7 +119,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class MMSAConfig(PreTrainedConfig):
-    r"""Configuration of [`MMSAModel`], [`MMSAForPretraining`] and [`MMSAForMolecularPropertyPrediction`].
+    r"""Configuration of [`MMSAModel`], [`MMSAForPreTraining`] and [`MMSAForMolecularPropertyPrediction`].
 
     The defaults are the ``base`` preset; use [`MMSAConfig.from_preset`] for ``"tiny"`` / ``"small"`` / ``"base"``.
     Wrong values raise `ValueError` when the config is built.

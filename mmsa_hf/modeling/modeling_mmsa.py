@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +52,7 @@ from .valid_rows import ValidRows, _scatter_rows, select_valid_rows
 AUTO_MAP = {
     "AutoConfig": "configuration_mmsa.MMSAConfig",
     "AutoModel": "modeling_mmsa.MMSAModel",
-    "AutoModelForPreTraining": "modeling_mmsa.MMSAForPretraining",
+    "AutoModelForPreTraining": "modeling_mmsa.MMSAForPreTraining",
     "AutoModelForSequenceClassification": "modeling_mmsa.MMSAForMolecularPropertyPrediction",
 }
 
@@ -107,7 +108,7 @@ class MMSAPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MMSAFusion):
             init.normal_(module.fuse_token, mean=0.0, std=std)
             init.normal_(module.modality_embeddings.weight, mean=0.0, std=std)
-        elif isinstance(module, MMSAForPretraining) and module.hypergraph_mask_token is not None:
+        elif isinstance(module, MMSAForPreTraining) and module.hypergraph_mask_token is not None:
             init.normal_(module.hypergraph_mask_token, mean=0.0, std=std)
         elif isinstance(module, MMSAGraphEncoder):
             init.normal_(module.atom_mask_embedding, mean=0.0, std=std)
@@ -373,6 +374,19 @@ class MMSAModel(MMSAPreTrainedModel):
         return assignments, unified
 
 
+#: the batch-contract arguments a head hands to its backbone unchanged
+BACKBONE_KEYS = (
+    "atom_features", "bond_features", "edge_index", "batch", "ptr", "atomic_numbers", "pos", "pixel_values",
+    "valid_mask", "conformer_status", "modality_mask",
+)
+
+
+def _backbone_inputs(arguments: dict) -> dict:
+    """``{key: arguments[key]}`` for :data:`BACKBONE_KEYS`: a head's forward passes ``locals()``, so its
+    signature stays explicit (transformers style) without a 13-line pass-through list."""
+    return {key: arguments[key] for key in BACKBONE_KEYS}
+
+
 def _stack_views(output: MMSAModelOutput, rows: torch.Tensor, hidden: int) -> torch.Tensor:
     reference = output.fused_embedding[rows]
     views = []
@@ -382,7 +396,7 @@ def _stack_views(output: MMSAModelOutput, rows: torch.Tensor, hidden: int) -> to
     return torch.stack(views, dim=1)
 
 
-class MMSAForPretraining(MMSAPreTrainedModel):
+class MMSAForPreTraining(MMSAPreTrainedModel):
     r"""Self-supervised MMSA pretraining.
 
     .. math::
@@ -452,19 +466,7 @@ class MMSAForPretraining(MMSAPreTrainedModel):
         if masked_atoms is None and self.attribute_head is not None:
             masked_atoms = self._sample_masked_atoms(batch, valid_mask, ptr, pixel_values)
         output = self.mmsa(
-            atom_features=atom_features,
-            bond_features=bond_features,
-            edge_index=edge_index,
-            batch=batch,
-            ptr=ptr,
-            atomic_numbers=atomic_numbers,
-            pos=pos,
-            pixel_values=pixel_values,
-            valid_mask=valid_mask,
-            conformer_status=conformer_status,
-            modality_mask=modality_mask,
-            masked_atoms=masked_atoms,
-            output_attentions=output_attentions,
+            **_backbone_inputs(locals()), masked_atoms=masked_atoms, output_attentions=output_attentions,
             return_dict=True,
         )
         rows = output.valid_mask
@@ -654,17 +656,7 @@ class MMSAForMolecularPropertyPrediction(MMSAPreTrainedModel):
         return_dict = return_dict if return_dict is not None else config.return_dict
         embedding_kind = config.resolved_downstream_embedding
         output = self.mmsa(
-            atom_features=atom_features,
-            bond_features=bond_features,
-            edge_index=edge_index,
-            batch=batch,
-            ptr=ptr,
-            atomic_numbers=atomic_numbers,
-            pos=pos,
-            pixel_values=pixel_values,
-            valid_mask=valid_mask,
-            conformer_status=conformer_status,
-            modality_mask=modality_mask,
+            **_backbone_inputs(locals()),
             modalities=config.downstream_modalities,
             hypergraph_mode="anchors",
             encoders_only=embedding_kind == "graph",
@@ -706,13 +698,27 @@ class MMSAForMolecularPropertyPrediction(MMSAPreTrainedModel):
         return result if return_dict else result.to_tuple()
 
 
+class MMSAForPretraining(MMSAForPreTraining):
+    """Deprecated alias of [`MMSAForPreTraining`] (the transformers spelling); kept so that code and checkpoints
+    written before the rename keep working. Emits a ``FutureWarning``."""
+
+    def __init__(self, config: MMSAConfig):
+        warnings.warn(
+            "MMSAForPretraining is renamed MMSAForPreTraining; the old name will be removed in a future release",
+            FutureWarning,
+            stacklevel=2,
+        )
+        super().__init__(config)
+
+
 MMSAModel.register_for_auto_class("AutoModel")
-MMSAForPretraining.register_for_auto_class("AutoModelForPreTraining")
+MMSAForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 MMSAForMolecularPropertyPrediction.register_for_auto_class("AutoModelForSequenceClassification")
 
 __all__ = [
     "MMSAPreTrainedModel",
     "MMSAModel",
+    "MMSAForPreTraining",
     "MMSAForPretraining",
     "MMSAForMolecularPropertyPrediction",
 ]

@@ -84,7 +84,7 @@ class MMSAModelOutput(ModelOutput):
 
 @dataclass
 class MMSAPretrainingOutput(ModelOutput):
-    """Output of [`MMSAForPretraining`].
+    """Output of [`MMSAForPreTraining`].
 
     Args:
         loss (`torch.FloatTensor` scalar): weighted total

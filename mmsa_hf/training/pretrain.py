@@ -215,7 +215,7 @@ def run_pretraining(args: PretrainArguments) -> Path:
         load_pretraining_corpus,
     )
     from ..data.descriptors import NORMALIZER_FILE, add_descriptors
-    from ..modeling import MMSAForPretraining
+    from ..modeling import MMSAForPreTraining
 
     timer = Timer()
     output_dir = Path(args.output_dir)
@@ -277,7 +277,7 @@ def run_pretraining(args: PretrainArguments) -> Path:
         generator=generator,
     )
 
-    model = MMSAForPretraining(config)
+    model = MMSAForPreTraining(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     total_steps = args.max_steps or steps_per_epoch * args.num_epochs

@@ -21,11 +21,11 @@ def setup(tmp_path_factory):
     """A tiny random pretraining checkpoint, a datasets cache and a features folder shared by the runs."""
     import datasets
 
-    from mmsa_hf.modeling import MMSAConfig, MMSAForPretraining
+    from mmsa_hf.modeling import MMSAConfig, MMSAForPreTraining
 
     root = tmp_path_factory.mktemp("bench")
     torch.manual_seed(0)
-    MMSAForPretraining(MMSAConfig.from_preset("tiny")).save_pretrained(root / "ckpt")
+    MMSAForPreTraining(MMSAConfig.from_preset("tiny")).save_pretrained(root / "ckpt")
     old = datasets.config.HF_DATASETS_CACHE
     datasets.config.HF_DATASETS_CACHE = str(root / "datasets_cache")
     yield root

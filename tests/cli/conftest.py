@@ -92,12 +92,12 @@ def _processor():
 
 @pytest.fixture(scope="session")
 def pretrain_dir(tmp_path_factory) -> Path:
-    """A tiny random-init ``MMSAForPretraining`` checkpoint with its processor (image_size 64)."""
-    from mmsa_hf import MMSAConfig, MMSAForPretraining
+    """A tiny random-init ``MMSAForPreTraining`` checkpoint with its processor (image_size 64)."""
+    from mmsa_hf import MMSAConfig, MMSAForPreTraining
 
     folder = tmp_path_factory.mktemp("pretrain_ckpt")
     torch.manual_seed(0)
-    MMSAForPretraining(MMSAConfig.from_preset("tiny")).eval().save_pretrained(folder)
+    MMSAForPreTraining(MMSAConfig.from_preset("tiny")).eval().save_pretrained(folder)
     _processor().save_pretrained(folder)
     return folder
 

@@ -236,7 +236,7 @@ def test_predict_refuses_a_pretraining_checkpoint(tmp_path, pretrain_dir, inputs
     code, _, err = _run_main(["predict", "--model", pretrain_dir, "--input", inputs["csv"], "--output", output],
                              capsys)
     assert code == 2
-    assert "MMSAForMolecularPropertyPrediction" in err and "MMSAForPretraining" in err
+    assert "MMSAForMolecularPropertyPrediction" in err and "MMSAForPreTraining" in err
     assert not output.exists()
 
 
@@ -286,14 +286,14 @@ def test_raise_policy_names_the_row_and_removes_partial_output(tmp_path, pretrai
 def test_push_via_cli_then_load_in_clean_cache(hub, pretrain_dir, property_dir, capsys):
     from huggingface_hub import HfApi
 
-    from mmsa_hf import MMSAForMolecularPropertyPrediction, MMSAForPretraining
+    from mmsa_hf import MMSAForMolecularPropertyPrediction, MMSAForPreTraining
     from mmsa_hf.hub import load_model, load_processor
 
     repo = "test-user/mmsa-cli-tiny"
     code, out, err = _run_main(["push", "--model", pretrain_dir, "--repo-id", repo], capsys)
     assert code == 0, err
     pushed = json.loads(out)
-    assert pushed["class"] == "MMSAForPretraining"
+    assert pushed["class"] == "MMSAForPreTraining"
     api = HfApi()
     commits = api.list_repo_commits(repo)
     assert len(commits) == 2 and commits[0].commit_id == pushed["commit"]  # initial commit + ONE push commit
@@ -302,9 +302,9 @@ def test_push_via_cli_then_load_in_clean_cache(hub, pretrain_dir, property_dir, 
             "README.md"} <= files
 
     assert not any(hub.cache_dir.iterdir())  # the pull starts from an empty cache
-    loaded = load_model(repo, model_class=MMSAForPretraining)
-    original = MMSAForPretraining.from_pretrained(pretrain_dir)
-    assert loaded.config.architectures == ["MMSAForPretraining"]
+    loaded = load_model(repo, model_class=MMSAForPreTraining)
+    original = MMSAForPreTraining.from_pretrained(pretrain_dir)
+    assert loaded.config.architectures == ["MMSAForPreTraining"]
     state, expected = loaded.state_dict(), original.state_dict()
     assert sorted(state) == sorted(expected)
     assert all(torch.equal(state[k], expected[k]) for k in expected)

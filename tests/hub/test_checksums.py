@@ -13,7 +13,7 @@ import shutil
 import pytest
 import torch
 
-from mmsa_hf import MMSAConfig, MMSAForPretraining, MMSAModel, MMSAProcessor
+from mmsa_hf import MMSAConfig, MMSAForPreTraining, MMSAModel, MMSAProcessor
 from mmsa_hf.cli import main
 from mmsa_hf.hub import CorruptCheckpointError, load_model, push_to_hub, resolve_checkpoint_dir, verify_checkpoint
 from mmsa_hf.modeling.checksums import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
@@ -26,7 +26,7 @@ REPO = "test-user/mmsa-checksums"
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return MMSAForPretraining(MMSAConfig.from_preset("tiny")).eval()
+    return MMSAForPreTraining(MMSAConfig.from_preset("tiny")).eval()
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_push_uploads_the_manifest_and_the_pull_is_verified(hub, model, tmp_path
     from huggingface_hub import HfApi
 
     assert {"checksums.json", "checksums.py", "model.safetensors"} <= set(HfApi().list_repo_files(REPO))
-    loaded = load_model(REPO, model_class=MMSAForPretraining)
+    loaded = load_model(REPO, model_class=MMSAForPreTraining)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
 
     # the snapshot's weights replaced by a damaged copy: the local checksums.json catches it...
@@ -114,12 +114,12 @@ def test_push_uploads_the_manifest_and_the_pull_is_verified(hub, model, tmp_path
     weights.unlink()
     shutil.copyfile(damaged, weights)
     with pytest.raises(CorruptCheckpointError, match="recorded in checksums.json"):
-        load_model(REPO, model_class=MMSAForPretraining)
+        load_model(REPO, model_class=MMSAForPreTraining)
     # ...and with a local manifest rewritten to match the damaged file, the Hub's LFS sha256 still does
     os.unlink(snapshot / MANIFEST_NAME)
     write_manifest(snapshot)
     with pytest.raises(CorruptCheckpointError, match="the Hub reports") as caught:
-        load_model(REPO, model_class=MMSAForPretraining)
+        load_model(REPO, model_class=MMSAForPreTraining)
     assert caught.value.path == str(weights)
 
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from mmsa_hf import (
     MMSAConfig,
     MMSAForMolecularPropertyPrediction,
-    MMSAForPretraining,
+    MMSAForPreTraining,
     MMSAModel,
     MMSAProcessor,
 )
@@ -54,7 +54,7 @@ RESULTS = {
 def mmsa():
     torch.manual_seed(0)
     config = MMSAConfig.from_preset("tiny")
-    model = MMSAForPretraining(config).eval()
+    model = MMSAForPreTraining(config).eval()
     processor = MMSAProcessor(show_progress=False)
     return model, processor
 
@@ -97,14 +97,14 @@ def test_push_then_pull_in_a_clean_cache(hub, mmsa):
     config = json.loads(hub.file_bytes(head.files["config.json"]))
     assert config["auto_map"]["AutoConfig"] == "configuration_mmsa.MMSAConfig"
     assert config["auto_map"]["AutoModel"] == "modeling_mmsa.MMSAModel"
-    assert config["auto_map"]["AutoModelForPreTraining"] == "modeling_mmsa.MMSAForPretraining"
+    assert config["auto_map"]["AutoModelForPreTraining"] == "modeling_mmsa.MMSAForPreTraining"
     proc_cfg = json.loads(hub.file_bytes(head.files["processor_config.json"]))
     assert proc_cfg["auto_map"]["AutoProcessor"] == "processing_mmsa.MMSAProcessor"
     assert not hasattr(processor, "auto_map")  # the caller's processor was not mutated
 
     assert not any(hub.cache_dir.iterdir())  # nothing cached before the pull
-    loaded = load_model(REPO, model_class=MMSAForPretraining)
-    assert type(loaded) is MMSAForPretraining
+    loaded = load_model(REPO, model_class=MMSAForPreTraining)
+    assert type(loaded) is MMSAForPreTraining
     _assert_same_tensors(model.state_dict(), loaded.state_dict())
     loaded_processor = load_processor(REPO)
     assert type(loaded_processor) is MMSAProcessor
@@ -126,8 +126,8 @@ def test_push_twice_makes_two_commits_and_revision_pins(hub, mmsa):
     second = push_to_hub(changed, processor, REPO, commit_message="second push").oid
     assert first != second
     assert [c.commit_id for c in HfApi().list_repo_commits(REPO)][:2] == [second, first]
-    _assert_same_tensors(load_model(REPO, model_class=MMSAForPretraining).state_dict(), changed.state_dict())
-    _assert_same_tensors(load_model(REPO, revision=first, model_class=MMSAForPretraining).state_dict(),
+    _assert_same_tensors(load_model(REPO, model_class=MMSAForPreTraining).state_dict(), changed.state_dict())
+    _assert_same_tensors(load_model(REPO, revision=first, model_class=MMSAForPreTraining).state_dict(),
                          model.state_dict())
     # same content again: the client skips the no-op commit and returns the head
     assert push_to_hub(changed, processor, REPO).oid == second
@@ -164,11 +164,11 @@ def test_truncated_or_corrupted_weights_are_named(hub, mmsa, tmp_path):
     # a truncated download in the cache (what an interrupted copy leaves behind)
     blob.write_bytes(good[: len(good) - 1000])
     with pytest.raises(CorruptCheckpointError, match="truncated") as e:
-        load_model(REPO, model_class=MMSAForPretraining)
+        load_model(REPO, model_class=MMSAForPreTraining)
     assert "model.safetensors" in str(e.value) and e.value.path == str(directory / "model.safetensors")
     # from_pretrained raises too (never a silent random init): the checksums.json check names the file first
     with pytest.raises(Exception, match="checksums.json records") as e:
-        MMSAForPretraining.from_pretrained(directory)
+        MMSAForPreTraining.from_pretrained(directory)
     assert "model.safetensors" in str(e.value)
 
     # same length, flipped bytes inside the tensor data: caught by the sha256 of the cache blob
@@ -176,7 +176,7 @@ def test_truncated_or_corrupted_weights_are_named(hub, mmsa, tmp_path):
     corrupted[-10:] = bytes(b ^ 0xFF for b in corrupted[-10:])
     blob.write_bytes(bytes(corrupted))
     with pytest.raises(CorruptCheckpointError, match="sha256"):
-        load_model(REPO, model_class=MMSAForPretraining)
+        load_model(REPO, model_class=MMSAForPreTraining)
 
     # a local directory
     blob.write_bytes(good)
@@ -185,11 +185,11 @@ def test_truncated_or_corrupted_weights_are_named(hub, mmsa, tmp_path):
     data = (local / "model.safetensors").read_bytes()
     (local / "model.safetensors").write_bytes(data[: len(data) // 3])
     with pytest.raises(CorruptCheckpointError, match=re.escape(str(local / "model.safetensors"))):
-        load_model(local, model_class=MMSAForPretraining)
+        load_model(local, model_class=MMSAForPreTraining)
     # force_download repairs the cache
     (local / "model.safetensors").write_bytes(data)
     blob.write_bytes(good[:100])
-    fixed = load_model(REPO, model_class=MMSAForPretraining, force_download=True)
+    fixed = load_model(REPO, model_class=MMSAForPreTraining, force_download=True)
     _assert_same_tensors(model.state_dict(), fixed.state_dict())
 
 
@@ -211,10 +211,10 @@ def test_loading_never_unpickles(hub, mmsa, monkeypatch):
     monkeypatch.setattr(torch.serialization, "load", forbidden)
     from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor
 
-    _assert_same_tensors(load_model(REPO, model_class=MMSAForPretraining).state_dict(), model.state_dict())
+    _assert_same_tensors(load_model(REPO, model_class=MMSAForPreTraining).state_dict(), model.state_dict())
     _assert_same_batch(load_processor(REPO)(SMILES[:1]), processor(SMILES[:1]))
     # plain transformers loading with mmsa_hf imported: local classes, no remote code, no pickle either
-    assert type(AutoModelForPreTraining.from_pretrained(REPO)) is MMSAForPretraining
+    assert type(AutoModelForPreTraining.from_pretrained(REPO)) is MMSAForPreTraining
     assert type(AutoModel.from_pretrained(REPO)) is MMSAModel
     assert type(AutoProcessor.from_pretrained(REPO)) is MMSAProcessor
     # pickled weights are refused outright
@@ -302,13 +302,13 @@ def test_remote_code_without_mmsa_hf_then_offline(hub, mmsa, tmp_path, offline):
     # ---- offline: the hub is gone; everything comes from the cache filled above
     hub.stop()
     n_requests = len(hub.request_log)
-    _assert_same_tensors(load_model(REPO, model_class=MMSAForPretraining, local_files_only=True).state_dict(),
+    _assert_same_tensors(load_model(REPO, model_class=MMSAForPreTraining, local_files_only=True).state_dict(),
                          model.state_dict())
     offline()  # HF_HUB_OFFLINE=1
     from transformers import AutoModelForPreTraining
 
     _assert_same_tensors(AutoModelForPreTraining.from_pretrained(REPO).state_dict(), model.state_dict())
-    _assert_same_tensors(load_model(REPO, model_class=MMSAForPretraining).state_dict(), model.state_dict())
+    _assert_same_tensors(load_model(REPO, model_class=MMSAForPreTraining).state_dict(), model.state_dict())
     _assert_same_batch(load_processor(REPO)(SMILES[:1]), processor(SMILES[:1]))
     with pytest.raises((LocalEntryNotFoundError, OSError)):
         load_model("test-user/never-pulled")

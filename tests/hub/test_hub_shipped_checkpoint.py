@@ -16,14 +16,14 @@ CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "mmsa-small"
 def test_mmsa_push_publishes_it_and_it_loads_back(hub, capsys):
     import json
 
-    from mmsa_hf import MMSAForPretraining
+    from mmsa_hf import MMSAForPreTraining
     from mmsa_hf.hub import load_model
 
     code = main(["push", "--model", str(CHECKPOINT), "--repo-id", "test-user/mmsa-small"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert json.loads(captured.out)["class"] == "MMSAForPretraining"
-    loaded = load_model("test-user/mmsa-small", model_class=MMSAForPretraining)
+    assert json.loads(captured.out)["class"] == "MMSAForPreTraining"
+    loaded = load_model("test-user/mmsa-small", model_class=MMSAForPreTraining)
     stored = load_file(str(CHECKPOINT / "model.safetensors"))
     state = loaded.state_dict()
     for key, value in stored.items():

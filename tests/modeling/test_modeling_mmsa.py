@@ -1,4 +1,4 @@
-"""MMSAModel / MMSAForPretraining: shapes, save/load, gradients, memory, batch independence, placeholders, dtypes."""
+"""MMSAModel / MMSAForPreTraining: shapes, save/load, gradients, memory, batch independence, placeholders, dtypes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from mmsa_hf.modeling import (
     MMSAForMolecularPropertyPrediction,
-    MMSAForPretraining,
+    MMSAForPreTraining,
     MMSAModel,
     MMSAModelOutput,
     MMSAPretrainingOutput,
@@ -131,7 +131,7 @@ def _train_one_step(model, batch):
     model.eval()
 
 
-@pytest.mark.parametrize("model_class", [MMSAModel, MMSAForPretraining, MMSAForMolecularPropertyPrediction])
+@pytest.mark.parametrize("model_class", [MMSAModel, MMSAForPreTraining, MMSAForMolecularPropertyPrediction])
 def test_save_and_reload_keeps_every_tensor(model_class, config, batch, tmp_path):
     model = model_class(config)
     _train_one_step(model, batch)  # running stats, EMA anchors and weights are no longer at their init values
@@ -143,12 +143,12 @@ def test_save_and_reload_keeps_every_tensor(model_class, config, batch, tmp_path
     reloaded.eval()
     with torch.no_grad():
         a, b = model(**batch), reloaded(**batch)
-    first = "unified_embedding" if model_class is MMSAModel else ("loss" if model_class is MMSAForPretraining else "logits")
+    first = "unified_embedding" if model_class is MMSAModel else ("loss" if model_class is MMSAForPreTraining else "logits")
     assert torch.equal(a[first], b[first])
 
 
 def test_fresh_model_has_no_uninitialised_tensors(config):
-    model = MMSAForPretraining(config)
+    model = MMSAForPreTraining(config)
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point():
             assert torch.isfinite(tensor).all(), name
@@ -193,7 +193,7 @@ def _grad_norms(model, prefixes):
 
 
 def test_gradients_reach_every_module_with_the_gradient_memory_rule(batch):
-    model = MMSAForPretraining(tiny_config(memory_update_rule="gradient")).train()
+    model = MMSAForPreTraining(tiny_config(memory_update_rule="gradient")).train()
     out = model(**batch)
     assert isinstance(out, MMSAPretrainingOutput)
     for term in ("contrastive_loss", "reconstruction_loss", "hypergraph_loss", "memory_loss"):
@@ -218,7 +218,7 @@ def test_gradients_reach_every_module_with_the_gradient_memory_rule(batch):
 
 
 def test_ema_rule_updates_anchors_without_gradients(config, batch):
-    model = MMSAForPretraining(config)
+    model = MMSAForPreTraining(config)
     anchors = model.mmsa.memory.anchors
     assert not anchors.requires_grad
     before = anchors.detach().clone()
@@ -315,7 +315,7 @@ def test_train_mode_embeddings_see_the_batch(config):
 def test_each_switch_still_trains(switch):
     config = tiny_config(**switch)
     batch = make_random_batch(num_molecules=8, num_placeholders=1, seed=1)
-    model = MMSAForPretraining(config).train()
+    model = MMSAForPreTraining(config).train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     losses = []
     for _ in range(6):
@@ -359,7 +359,7 @@ def test_placeholder_rows_change_nothing(config):
     pixels[placeholder] = torch.randn(int(placeholder.sum()), *pixels.shape[1:], generator=g)
     other["pixel_values"] = pixels
 
-    model_a = MMSAForPretraining(config).train()
+    model_a = MMSAForPreTraining(config).train()
     model_b = copy.deepcopy(model_a)
     torch.manual_seed(0)  # the masked atoms and the masked hypergraph rows are drawn from the global generator
     out_a = model_a(**batch)
@@ -384,7 +384,7 @@ def test_placeholder_rows_change_nothing(config):
 
 def test_all_placeholder_batch_gives_zero_loss_that_backpropagates(config):
     batch = make_random_batch(num_molecules=0, num_placeholders=2)
-    model = MMSAForPretraining(config).train()
+    model = MMSAForPreTraining(config).train()
     out = model(**batch)
     assert out.loss.item() == 0.0
     out.loss.backward()
@@ -394,7 +394,7 @@ def test_all_placeholder_batch_gives_zero_loss_that_backpropagates(config):
 def test_a_training_batch_of_one_single_atom_molecule_works(config):
     # BatchNorm cannot use batch statistics of one row: the GIN norms fall back to running statistics
     batch = make_random_batch(num_molecules=1, min_atoms=1, max_atoms=1, image_size=64, seed=4)
-    model = MMSAForPretraining(config).train()
+    model = MMSAForPreTraining(config).train()
     out = model(**batch)
     assert torch.isfinite(out.loss)
     out.loss.backward()
@@ -405,7 +405,7 @@ def test_a_training_batch_of_one_single_atom_molecule_works(config):
 
 
 def test_bfloat16_forward_and_backward(config, batch):
-    model = MMSAForPretraining(config).to(torch.bfloat16).train()
+    model = MMSAForPreTraining(config).to(torch.bfloat16).train()
     out = model(**batch)  # float32 pixel_values / pos are cast inside
     assert out.unified_embedding.dtype == torch.bfloat16
     assert torch.isfinite(out.loss)
@@ -418,10 +418,22 @@ def test_bfloat16_forward_and_backward(config, batch):
 def test_bf16_autocast_training_step(config, batch):
     """Mixed precision as Accelerate runs it (fp32 weights, bf16 autocast): losses stay finite and
     the backward reaches the weights. Regression test for a dtype clash in the memory loss."""
-    model = MMSAForPretraining(config).train()
+    model = MMSAForPreTraining(config).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(**batch)
     assert torch.isfinite(out.loss)
     out.loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_old_pretraining_class_name_is_a_warning_alias(tmp_path):
+    from mmsa_hf.modeling import MMSAForPretraining
+
+    MMSAForPreTraining(tiny_config(use_image=False, use_geometry=False)).save_pretrained(tmp_path)
+    with pytest.warns(FutureWarning, match="MMSAForPreTraining"):
+        old = MMSAForPretraining.from_pretrained(tmp_path)
+    new = MMSAForPreTraining.from_pretrained(tmp_path)
+    assert isinstance(old, MMSAForPreTraining)
+    for key, value in new.state_dict().items():
+        assert torch.equal(old.state_dict()[key], value), key

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from mmsa_hf.modeling import MMSAConfig, MMSAForPretraining
+from mmsa_hf.modeling import MMSAConfig, MMSAForPreTraining
 from mmsa_hf.modeling.losses import masked_hypergraph_loss, memory_alignment_loss
 from mmsa_hf.modeling.masked_attributes import MMSAMaskedAttributeHead, masked_attribute_loss, sample_masked_atoms
 from mmsa_hf.modeling.memory import MMSAMemoryBank
@@ -45,7 +45,7 @@ def test_masked_positions_follow_the_seed():
 
 def test_masked_attribute_loss_is_zero_when_nothing_is_masked():
     config = _graph_only()
-    model = MMSAForPretraining(config).train()
+    model = MMSAForPreTraining(config).train()
     batch = make_random_batch(num_molecules=4, seed=1, image_size=32)
     nothing = torch.zeros(batch["atom_features"].size(0), dtype=torch.bool)
     out = model(**batch, masked_atoms=nothing)
@@ -57,7 +57,7 @@ def test_masked_attribute_loss_is_zero_when_nothing_is_masked():
 
 def test_masked_atoms_are_hidden_from_the_graph_encoder():
     config = _graph_only()
-    model = MMSAForPretraining(config).eval()
+    model = MMSAForPreTraining(config).eval()
     batch = make_random_batch(num_molecules=3, seed=2, image_size=32)
     masked = torch.zeros(batch["atom_features"].size(0), dtype=torch.bool)
     masked[0] = True
@@ -74,7 +74,7 @@ def test_masked_atoms_are_hidden_from_the_graph_encoder():
 def test_masked_attribute_loss_falls_on_a_tiny_corpus():
     torch.manual_seed(0)
     config = _graph_only(masked_atom_ratio=0.3)
-    model = MMSAForPretraining(config).train()
+    model = MMSAForPreTraining(config).train()
     batch = make_random_batch(num_molecules=16, seed=5, image_size=32)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -142,7 +142,7 @@ def test_memory_space_is_validated_and_round_trips(tmp_path):
 
 def test_masked_hypergraph_rows_do_not_see_their_own_embedding():
     config = MMSAConfig.from_preset("tiny", use_memory=False)
-    model = MMSAForPretraining(config).eval()
+    model = MMSAForPreTraining(config).eval()
     hypergraph = model.mmsa.hypergraph
     n, dim = 6, config.hidden_size
     fused = torch.randn(n, dim)
@@ -162,7 +162,7 @@ def test_masked_hypergraph_rows_do_not_see_their_own_embedding():
 
 def test_pretraining_reports_every_term_and_backpropagates(batch):
     config = MMSAConfig.from_preset("tiny")
-    model = MMSAForPretraining(config).train()
+    model = MMSAForPreTraining(config).train()
     out = model(**batch)
     for name in ("contrastive_loss", "reconstruction_loss", "hypergraph_loss", "memory_loss", "masked_attribute_loss"):
         value = getattr(out, name)
@@ -177,7 +177,7 @@ def test_pretraining_reports_every_term_and_backpropagates(batch):
 
 def test_descriptor_loss_is_the_masked_mse_of_the_pooled_graph_head():
     config = _graph_only(num_descriptors=5, masked_atom_ratio=0.0)
-    model = MMSAForPretraining(config).eval()
+    model = MMSAForPreTraining(config).eval()
     batch = make_random_batch(num_molecules=4, seed=2, image_size=32)
     targets = torch.rand(4, 5)
     targets[1, 2] = float("nan")
@@ -194,7 +194,7 @@ def test_descriptor_loss_is_the_masked_mse_of_the_pooled_graph_head():
 
 def test_descriptor_term_trains_the_graph_encoder():
     config = _graph_only(num_descriptors=3, masked_atom_ratio=0.0, descriptor_weight=1.0)
-    model = MMSAForPretraining(config).train()
+    model = MMSAForPreTraining(config).train()
     batch = make_random_batch(num_molecules=4, seed=3, image_size=32)
     out = model(**batch, descriptor_targets=torch.rand(4, 3))
     assert float(out.loss) == pytest.approx(float(out.descriptor_loss), rel=1e-5)  # the only active term here
@@ -206,6 +206,6 @@ def test_descriptor_term_trains_the_graph_encoder():
 def test_property_model_drops_the_descriptor_head(tmp_path):
     from mmsa_hf.modeling import MMSAForMolecularPropertyPrediction
 
-    MMSAForPretraining(_graph_only(num_descriptors=4)).save_pretrained(tmp_path)
+    MMSAForPreTraining(_graph_only(num_descriptors=4)).save_pretrained(tmp_path)
     model, info = MMSAForMolecularPropertyPrediction.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["unexpected_keys"] and not any("descriptor" in k for k in model.state_dict())

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mmsa_hf.modeling import MMSAForMolecularPropertyPrediction, MMSAForPretraining, MMSAModel
+from mmsa_hf.modeling import MMSAForMolecularPropertyPrediction, MMSAForPreTraining, MMSAModel
 from mmsa_hf.modeling.testing_utils import subset_batch
 
 from mmsa_modeling_testutils import assert_state_dicts_equal, tiny_config
 
 
 def _pretrained_checkpoint(tmp_path, batch, **overrides):
-    model = MMSAForPretraining(tiny_config(**overrides)).train()
+    model = MMSAForPreTraining(tiny_config(**overrides)).train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model(**batch).loss.backward()
     optimizer.step()

@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from mmsa_hf.modeling import MMSAForPretraining
+from mmsa_hf.modeling import MMSAForPreTraining
 from mmsa_hf.modeling.testing_utils import make_random_batch
 
 from mmsa_modeling_testutils import tiny_config
@@ -45,7 +45,7 @@ with torch.no_grad():
     out = model(**batch).unified_embedding
 assert torch.equal(out, reference), (out - reference).abs().max()
 pretraining = AutoModelForPreTraining.from_pretrained(root + "/ckpt", trust_remote_code=True)
-assert type(pretraining).__name__ == "MMSAForPretraining"
+assert type(pretraining).__name__ == "MMSAForPreTraining"
 head = AutoModelForSequenceClassification.from_pretrained(root + "/ckpt", trust_remote_code=True, num_labels=2)
 assert type(head).__name__ == "MMSAForMolecularPropertyPrediction"
 assert "mmsa_hf" not in sys.modules
@@ -54,7 +54,7 @@ print("REMOTE-CODE-OK")
 
 
 def test_remote_code_load_without_mmsa_hf(tmp_path):
-    model = MMSAForPretraining(tiny_config()).eval()
+    model = MMSAForPreTraining(tiny_config()).eval()
     model.save_pretrained(tmp_path / "ckpt")
     saved = sorted(os.listdir(tmp_path / "ckpt"))
     for name in ("configuration_mmsa.py", "modeling_mmsa.py", "encoder_graph.py", "encoder_image.py",

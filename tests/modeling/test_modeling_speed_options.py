@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmsa_hf.modeling import MMSAConfig, MMSAForPretraining, MMSAModel
+from mmsa_hf.modeling import MMSAConfig, MMSAForPreTraining, MMSAModel
 from mmsa_hf.modeling.configuration_mmsa import PRESETS
 from mmsa_hf.modeling.encoder_geometry import MMSAGeometryEncoder, radius_graph_per_molecule
 from mmsa_hf.modeling.encoder_image import MMSAImageEncoder
@@ -35,9 +35,9 @@ def test_geometry_speed_fields_round_trip(tmp_path):
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_model_save_load_keeps_every_tensor(tmp_path, shared):
-    model = MMSAForPretraining(tiny_config(**{**SPEED_FIELDS, "geometry_shared_filter_network": shared}))
+    model = MMSAForPreTraining(tiny_config(**{**SPEED_FIELDS, "geometry_shared_filter_network": shared}))
     model.save_pretrained(tmp_path)
-    loaded = MMSAForPretraining.from_pretrained(tmp_path)
+    loaded = MMSAForPreTraining.from_pretrained(tmp_path)
     assert loaded.config.geometry_shared_filter_network is shared
     assert_state_dicts_equal(model.state_dict(), loaded.state_dict())
 
@@ -121,7 +121,7 @@ def test_bf16_autocast_close_to_fp32():
 
 def test_bf16_autocast_training_step_gives_finite_gradients():
     batch = make_random_batch(num_molecules=6, seed=14)
-    model = MMSAForPretraining(tiny_config(**SPEED_FIELDS)).train()
+    model = MMSAForPreTraining(tiny_config(**SPEED_FIELDS)).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(**batch).loss
     loss.backward()

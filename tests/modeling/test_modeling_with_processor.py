@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmsa_hf.modeling import MMSAForMolecularPropertyPrediction, MMSAForPretraining, MMSAModel
+from mmsa_hf.modeling import MMSAForMolecularPropertyPrediction, MMSAForPreTraining, MMSAModel
 from mmsa_hf.modeling.testing_utils import assert_invariant
 
 from mmsa_modeling_testutils import tiny_config
@@ -27,7 +27,7 @@ def inputs(processor):
 
 def test_pretraining_on_processor_output(inputs):
     assert inputs["valid_mask"].tolist() == [True, True, False, True, True, True]
-    model = MMSAForPretraining(tiny_config()).train()
+    model = MMSAForPreTraining(tiny_config()).train()
     out = model(**inputs)
     assert torch.isfinite(out.loss) and out.loss > 0
     out.loss.backward()

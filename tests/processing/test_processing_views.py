@@ -144,11 +144,11 @@ def test_views_for_config():
     [({}, "image", "pixel_values"), ({"use_image": False}, "geometry", "pos")],
 )
 def test_a_model_that_reads_a_view_names_it(graph_processor, overrides, view, missing):
-    from mmsa_hf import MMSAConfig, MMSAForPretraining, MMSAModel
+    from mmsa_hf import MMSAConfig, MMSAForPreTraining, MMSAModel
 
     config = MMSAConfig.from_preset("tiny", **overrides)
     batch = dict(graph_processor(["CCO", "c1ccccc1O"]))
-    for model in (MMSAModel(config).eval(), MMSAForPretraining(config).eval()):
+    for model in (MMSAModel(config).eval(), MMSAForPreTraining(config).eval()):
         with pytest.raises(ValueError, match=rf"reads the '{view}' view but the batch has no {missing}"):
             model(**batch)
 

@@ -21,11 +21,11 @@ def _datasets_cache(training_cache, monkeypatch):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from mmsa_hf.modeling import MMSAConfig, MMSAForPretraining
+    from mmsa_hf.modeling import MMSAConfig, MMSAForPreTraining
 
     path = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
-    MMSAForPretraining(MMSAConfig.from_preset("tiny")).save_pretrained(path)
+    MMSAForPreTraining(MMSAConfig.from_preset("tiny")).save_pretrained(path)
     return str(path)
 
 
