@@ -28,6 +28,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import IO, Iterator
@@ -41,6 +42,7 @@ __all__ = [
     "write_text_atomic",
     "write_bytes_atomic",
     "signals_as_exceptions",
+    "raise_if_interrupted",
     "preallocate",
     "fsync_path",
     "PARTIAL_MARKER",
@@ -238,28 +240,51 @@ def _swap_directory(temp: Path, target: Path) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 
 
+#: the signals received inside :func:`signals_as_exceptions` (the first one counts)
+_RECEIVED: list[int] = []
+
+
 @contextlib.contextmanager
 def signals_as_exceptions(signums: tuple[int, ...] = _HANDLED_SIGNALS) -> Iterator[None]:
     """While the body runs, the first SIGINT / SIGTERM / SIGHUP raises :class:`Interrupted` in the main thread
     (so ``finally`` blocks remove temporary files); later ones are ignored, so that the cleanup itself is not
-    cut short. Outside the main thread (where handlers cannot be set) this does nothing."""
+    cut short. Outside the main thread (where handlers cannot be set) this does nothing.
+
+    Python drops an exception raised while a ``__del__`` method or a garbage-collector callback runs (a signal can
+    land there at any time): such an :class:`Interrupted` is silenced (``sys.unraisablehook``) and long loops
+    re-raise it at their next :func:`raise_if_interrupted`, so a run never carries on as if no signal came.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired: list[int] = []
 
     def handler(signum, _frame):
-        if fired:
+        if _RECEIVED:
             return
-        fired.append(signum)
+        _RECEIVED.append(signum)
         raise Interrupted(signum)
 
+    def unraisable_hook(unraisable):
+        if not isinstance(unraisable.exc_value, Interrupted):
+            previous_hook(unraisable)
+
+    _RECEIVED.clear()
     previous = {signum: signal.signal(signum, handler) for signum in signums}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable_hook
     try:
         yield
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+        sys.unraisablehook = previous_hook
+        _RECEIVED.clear()
+
+
+def raise_if_interrupted() -> None:
+    """Raise :class:`Interrupted` if a handled signal arrived: a safe point of a long loop, for the case where the
+    handler's exception was swallowed (see :func:`signals_as_exceptions`)."""
+    if _RECEIVED:
+        raise Interrupted(_RECEIVED[0])
 
 
 def reset_signals_in_child() -> None:

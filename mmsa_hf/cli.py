@@ -90,21 +90,39 @@ def _add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit (Hub repos only)")
     parser.add_argument("--input", required=True,
                         help=".csv/.tsv (optionally .gz) or .parquet with a SMILES column, or .smi (one per line)")
-    parser.add_argument("--smiles-column", default=None,
+    _add_flag(parser, "--smiles-column", default=None,
                         help="SMILES column of a table "
                              "(default: the first of smiles/SMILES/Smiles/mol/canonical_smiles)")
     parser.add_argument("--output", required=True, help="output .csv, .parquet or .npy file")
-    parser.add_argument("--on-error", choices=["mask", "skip", "raise"], default="mask",
+    _add_flag(parser, "--on-error", choices=["mask", "skip", "raise"], default="mask",
                         help="bad SMILES: mask (NaN row, valid=False; default), skip (row left out, indices saved) "
                              "or raise")
-    parser.add_argument("--chunk-size", type=_positive_int, default=1024,
+    _add_flag(parser, "--chunk-size", type=_positive_int, default=1024,
                         help="molecules read, featurized and written at a time (memory is flat in the input size)")
-    parser.add_argument("--batch-size", type=_positive_int, default=128, help="molecules per model forward")
-    parser.add_argument("--num-proc", type=_positive_int, default=None,
+    _add_flag(parser, "--batch-size", type=_positive_int, default=128, help="molecules per model forward")
+    _add_flag(parser, "--num-proc", type=_positive_int, default=None,
                         help="featurization processes (default: all available cores)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
-    parser.add_argument("--no-progress", action="store_true",
+    _add_flag(parser, "--no-progress", action="store_true",
                         help="no progress bars (neither the run's nor the weight loading / download bars)")
+
+
+def _add_training_commands(sub, formatter) -> None:
+    """``mmsa pretrain`` / ``mmsa finetune``: the options of ``PretrainArguments`` / ``FinetuneArguments``
+    (``HfArgumentParser``, the parsers of ``scripts/pretrain.py`` / ``scripts/finetune.py``)."""
+    from .training import finetune, pretrain
+
+    for name, module, summary in (("pretrain", pretrain, "self-supervised pretraining"),
+                                  ("finetune", finetune, "fine-tuning and multi-seed evaluation")):
+        options = module.build_parser(prog=f"mmsa {name}", add_help=False)
+        sub.add_parser(name, parents=[options], help=summary, description=options.description,
+                       epilog=options.epilog, formatter_class=formatter)
+
+
+def _add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """``--a-flag``, also accepted as ``--a_flag`` (the training commands' spelling)."""
+    spellings = [name] + (["--" + name[2:].replace("-", "_")] if "-" in name[2:] else [])
+    parser.add_argument(*spellings, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,15 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmsa", description="MMSA multi-modal molecular representations.",
                                      epilog=MAIN_EXAMPLES, formatter_class=formatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # pretrain / finetune are parsed by their own parsers (see main)
-    sub.add_parser("pretrain", help="self-supervised pretraining (mmsa pretrain --help)", add_help=False)
-    sub.add_parser("finetune", help="fine-tuning and multi-seed evaluation (mmsa finetune --help)", add_help=False)
+    _add_training_commands(sub, formatter)
     embed = sub.add_parser("embed", help="write embeddings for a file of molecules",
                            description="Write the unified (and optionally per-view) MMSA embedding of every "
                                        "molecule of a file, streamed in chunks.",
                            epilog=EMBED_EXAMPLES, formatter_class=formatter)
     _add_inference_args(embed)
-    embed.add_argument("--per-view", action="store_true",
+    _add_flag(embed, "--per-view", action="store_true",
                        help="also write the per-view (graph / image / geometry) embeddings")
     predict = sub.add_parser("predict", help="write property predictions of a fine-tuned model",
                              description="Predict the properties of every molecule of a file with a fine-tuned "
@@ -144,13 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
                                       "the Hugging Face Hub in one commit.",
                           epilog=PUSH_EXAMPLES, formatter_class=formatter)
     push.add_argument("--model", required=True, help="local checkpoint directory (saved with its processor)")
-    push.add_argument("--repo-id", required=True, help="namespace/name of the Hub repo (created if missing)")
+    _add_flag(push, "--repo-id", required=True, help="namespace/name of the Hub repo (created if missing)")
     push.add_argument("--revision", default=None, help="branch to push to (created from main if missing)")
     push.add_argument("--private", action="store_true", help="create the repo private (if it does not exist)")
-    push.add_argument("--commit-message", default=None)
+    _add_flag(push, "--commit-message", default=None)
     push.add_argument("--results", default=None,
                       help="fine-tuning results.json for the model card (default: results.json in --model, if any)")
-    push.add_argument("--delete-stale-files", action="store_true",
+    _add_flag(push, "--delete-stale-files", action="store_true",
                       help="delete files of the branch that this upload no longer produces (same commit)")
     return parser
 
@@ -221,10 +237,11 @@ def _run_push(args) -> int:
     if not config_path.exists():
         raise FileNotFoundError(f"no config.json in {directory}: not a saved MMSA checkpoint")
     architectures = json.loads(config_path.read_text()).get("architectures") or ["MMSAModel"]
+    architecture = RENAMED_CLASSES.get(architectures[0], architectures[0])
     known = {"MMSAModel", "MMSAForPreTraining", "MMSAForMolecularPropertyPrediction"}
-    if architectures[0] not in known:
-        raise InferenceInputError(f"{config_path}: architectures={architectures}; expected one of {sorted(known)}")
-    model_class = getattr(modeling, architectures[0])
+    if architecture not in known:
+        raise UserError(f"{config_path}: architectures={architectures}; expected one of {sorted(known)}")
+    model_class = getattr(modeling, architecture)
     model = load_model(directory, model_class=model_class)
     if not (directory / "processor_config.json").exists():
         raise FileNotFoundError(f"no processor_config.json in {directory}: save the processor next to the model "
@@ -258,35 +275,54 @@ def _run_push(args) -> int:
     return 0
 
 
+class UserError(Exception):
+    """A command stopped on its input or options: one line on stderr, exit status 2."""
+
+
+#: class names of checkpoints saved before a rename -> the current class
+RENAMED_CLASSES = {"MMSAForPretraining": "MMSAForPreTraining"}
+
+
+def _run_training(args) -> int:
+    """``mmsa pretrain`` / ``mmsa finetune``: a bad option or input is one line and exit 2 (the traceback with
+    ``MMSA_DEBUG=1``); anything else propagates."""
+    import os
+
+    from .training import finetune, pretrain
+
+    module = pretrain if args.command == "pretrain" else finetune
+    run = pretrain.run_pretraining if args.command == "pretrain" else finetune.run_finetuning
+    try:
+        run(module.arguments_from_namespace(args))
+    except (ValueError, KeyError) as err:
+        if os.environ.get("MMSA_DEBUG"):
+            raise
+        raise UserError(err.args[0] if isinstance(err, KeyError) and err.args else str(err)) from None
+    return 0
+
+
+COMMANDS = {"pretrain": _run_training, "finetune": _run_training, "embed": _run_inference,
+            "predict": _run_inference, "push": _run_push, "explain": _run_explain}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mmsa`` command line; returns the exit status (2 for a usage or input error)."""
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]  # os.PathLike arguments welcome
-    if argv and argv[0] in ("pretrain", "finetune"):
-        # delegate the whole command line, --help included, to the training script's own parser
-        if argv[0] == "pretrain":
-            from .training.pretrain import main as command_main
-        else:
-            from .training.finetune import main as command_main
-        command_main(argv[1:])
-        return 0
     args = build_parser().parse_args(argv)
     from .atomic import Interrupted, signals_as_exceptions
     from .inference import InferenceInputError
 
     try:
         with signals_as_exceptions():  # SIGINT / SIGTERM: temporary files removed, one line, exit 128 + signal
-            if args.command in ("embed", "predict"):
-                return _run_inference(args)
-            if args.command == "push":
-                return _run_push(args)
-            if args.command == "explain":
-                return _run_explain(args)
+            return COMMANDS[args.command](args)
     except Interrupted as err:
         return _interrupted(args.command, err, getattr(args, "output", None))
     except (InferenceInputError, FileNotFoundError) as err:
         return _fail(args.command, str(err))
     except OSError as err:  # Hub errors (repo / revision not found, offline), corrupt checkpoints, permissions
         return _fail(args.command, f"{type(err).__name__}: {err}")
+    except UserError as err:
+        return _fail(args.command, str(err))
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -60,7 +60,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .atomic import PendingFiles, preallocate, reset_signals_in_child
+from .atomic import PendingFiles, preallocate, raise_if_interrupted, reset_signals_in_child
 from .data.corpus import SMILES_COLUMN_CANDIDATES  # one list for corpora and inference
 
 SMI_SUFFIXES = (".smi", ".smiles", ".txt")
@@ -730,10 +730,12 @@ def _stream(run: _InferenceRun, writer, chunks: Iterator[list[str]], total: int,
     try:
         with _ChunkFeaturizer(run.processor, run.num_proc) as featurizer:
             for chunk, records in featurizer.records(chunks):
+                raise_if_interrupted()
                 run.timings["featurize"] = featurizer.wait_seconds
                 run.process_chunk(chunk, records, offset, writer, input_path)
                 offset += len(chunk)
                 progress.update(len(chunk))
+                raise_if_interrupted()
                 if run.bad_rows:
                     progress.set_postfix(bad=len(run.bad_rows), refresh=False)
         files = writer.close()

@@ -145,3 +145,25 @@ def test_npy_header_rewrite_for_fewer_rows(tmp_path):
     indices.append(np.array([0, 4]))
     indices.finish(2)
     assert np.load(tmp_path / "i.tmp").tolist() == [0, 4]
+
+
+def test_an_interrupt_swallowed_in_a_finalizer_is_raised_again(capsys):
+    """A signal landing in a ``__del__`` raises there, and Python drops that exception: the next safe point of the
+    loop raises it again, and no "Exception ignored" noise reaches stderr."""
+    import signal
+    import time
+
+    from mmsa_hf.atomic import Interrupted, raise_if_interrupted, signals_as_exceptions
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, inside __del__
+
+    with pytest.raises(Interrupted) as caught:
+        with signals_as_exceptions():
+            SignalledWhileCollected()  # garbage at once
+            raise_if_interrupted()
+    assert caught.value.signum == signal.SIGINT and caught.value.exit_code == 130
+    assert "Exception ignored" not in capsys.readouterr().err
+    raise_if_interrupted()  # outside the block nothing is pending

@@ -29,7 +29,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -52,104 +52,101 @@ from .graph_batches import GraphTensorSet, RowCollatedSet
 from .metrics import classification_metrics, regression_metrics
 
 
+def _help(text: str, **extra) -> dict[str, Any]:
+    """``field(metadata=...)`` for ``HfArgumentParser``: the help text and any ``add_argument`` keyword."""
+    return {"help": text, **extra}
+
+
 @dataclass
 class FinetuneArguments:
-    """Every setting of a fine-tuning run (saved in ``results.json``)."""
+    """Every setting of a fine-tuning run (saved in ``results.json``); the command line is generated from these
+    fields by ``transformers.HfArgumentParser`` (each ``--a_flag`` is also accepted as ``--a-flag``)."""
 
-    model: str | None = None
-    from_scratch: bool = False
-    config: str = "small"
-    dataset: str = "bbbp"
-    smiles_column: str | None = None
-    label_columns: list[str] | None = None
-    task_type: str | None = None
-    split: str = "scaffold"
-    data_seed: int = 0
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    max_train_molecules: int | None = None
-    epochs: int = 100
-    patience: int | None = None
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    backbone_learning_rate: float | None = None
-    warmup_ratio: float = 0.05
-    max_grad_norm: float = 5.0
-    weight_decay: float = 0.0
-    dropout: float | None = None
-    downstream_modalities: list[str] | None = None
-    image_size: int | None = None
-    mixed_precision: str = "no"
-    num_proc: int = 1
-    output_dir: str = "runs/finetune"
-    save_checkpoints: bool = True
-    cpu: bool = False
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
+    model: str | None = field(default=None, metadata=_help("pretrained checkpoint: a local directory or a Hub id"))
+    from_scratch: bool = field(default=False, metadata=_help("random initialisation from --config instead of --model"))
+    config: str = field(default="small",
+                        metadata=_help("for --from_scratch: preset (tiny/small/base), config .json or checkpoint dir"))
+    dataset: str = field(default="bbbp", metadata=_help("MoleculeNet name or a CSV/Parquet path / Hub dataset id"))
+    smiles_column: str | None = field(default=None, metadata=_help("SMILES column of a --dataset table"))
+    label_columns: list[str] | None = field(default=None, metadata=_help("label columns of a --dataset table"))
+    task_type: str | None = field(default=None, metadata=_help("of a --dataset table",
+                                                               choices=["classification", "regression"]))
+    split: str = field(default="scaffold", metadata=_help("data split",
+                                                          choices=["scaffold", "balanced_scaffold", "random"]))
+    data_seed: int = field(default=0, metadata=_help("seed of the data split (balanced_scaffold/random)"))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata=_help("model seeds, one run each"))
+    max_train_molecules: int | None = field(default=None, metadata=_help("use only the first N training molecules"))
+    epochs: int = field(default=100, metadata=_help("fixed epoch budget (the LR schedule spans it)"))
+    patience: int | None = field(default=None,
+                                 metadata=_help("optional early stopping patience in epochs (default: off)"))
+    batch_size: int = field(default=32, metadata=_help("molecules per step"))
+    learning_rate: float = field(default=1e-3, metadata=_help("peak learning rate of the head"))
+    backbone_learning_rate: float | None = field(
+        default=None, metadata=_help("peak learning rate of the backbone (the pretrained part); "
+                                     "defaults to --learning_rate"))
+    warmup_ratio: float = field(default=0.05, metadata=_help("linear warmup share of the steps, then cosine"))
+    max_grad_norm: float = field(default=5.0, metadata=_help("gradient clipping (0 = off)"))
+    weight_decay: float = field(default=0.0, metadata=_help("Adam weight decay"))
+    dropout: float | None = field(
+        default=None, metadata=_help("fine-tuning dropout of the GIN layers and the head (Hu et al. use 0.5); "
+                                     "default: the checkpoint's"))
+    downstream_modalities: list[str] | None = field(
+        default=None, metadata=_help("views the property model reads", choices=["graph", "image", "geometry"]))
+    image_size: int | None = field(default=None, metadata=_help("depiction size (image view only)"))
+    mixed_precision: str = field(default="no", metadata=_help("autocast dtype", choices=["no", "fp16", "bf16"]))
+    num_proc: int = field(default=1, metadata=_help("processes for featurization (datasets.map)"))
+    output_dir: str = field(default="runs/finetune", metadata=_help("results.json, curves and the seed folders"))
+    save_checkpoints: bool = field(default=True,
+                                   metadata=_help("save the best-validation model of each seed (--no_save_checkpoints)"))
+    cpu: bool = field(default=False, metadata=_help("force CPU even where CUDA is available"))
+    push_to_hub: bool = field(default=False, metadata=_help("push the best seed's model (needs --hub_model_id)"))
+    hub_model_id: str | None = field(default=None, metadata=_help("namespace/name of the Hub repo"))
+
+    def __post_init__(self):
+        if not self.model and not self.from_scratch:
+            raise ValueError("give --model DIR_OR_HUB_ID (pretrained) or --from_scratch")
+        if self.model and self.from_scratch:
+            raise ValueError("--model and --from_scratch exclude each other")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """argparse parser whose options mirror :class:`FinetuneArguments`."""
-    parser = argparse.ArgumentParser(
-        prog="finetune",
+EXAMPLES = (
+    "examples:\n"
+    "  accelerate launch --cpu --num_processes 1 scripts/finetune.py --model runs/pretrain-small/final --dataset bbbp\n"
+    "  mmsa finetune --from_scratch --config small --dataset tox21 --seeds 0 1 2\n"
+    "  mmsa finetune --model runs/pretrain-small/final --dataset bace --downstream_modalities graph \\\n"
+    "      --learning_rate 1e-3 --backbone_learning_rate 1e-4 --epochs 100\n"
+    "  mmsa finetune --model my-org/mmsa-small --dataset data.csv --smiles_column smiles \\\n"
+    "      --label_columns y --task_type regression --split random\n"
+)
+
+
+def build_parser(prog: str = "finetune", add_help: bool = True) -> argparse.ArgumentParser:
+    """The command line of :class:`FinetuneArguments` (``HfArgumentParser``)."""
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(
+        FinetuneArguments, prog=prog, add_help=add_help, epilog=EXAMPLES,
         description="Fine-tune MMSA on a MoleculeNet set or a CSV; multi-seed, fixed epoch budget, "
                     "test at the best-validation epoch and at the last epoch.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=(
-            "examples:\n"
-            "  accelerate launch --cpu --num_processes 1 scripts/finetune.py --model runs/pretrain-small/final --dataset bbbp\n"
-            "  mmsa finetune --from_scratch --config small --dataset tox21 --seeds 0 1 2\n"
-            "  mmsa finetune --model runs/pretrain-small/final --dataset bace --downstream_modalities graph \\\n"
-            "      --learning_rate 1e-3 --backbone_learning_rate 1e-4 --epochs 100\n"
-            "  mmsa finetune --model my-org/mmsa-small --dataset data.csv --smiles_column smiles \\\n"
-            "      --label_columns y --task_type regression --split random\n"
-        ),
     )
-    d = FinetuneArguments()
-    add = parser.add_argument
-    add("--model", default=None, help="pretrained checkpoint: a local directory or a Hub id")
-    add("--from_scratch", action="store_true", help="random initialisation from --config instead of --model")
-    add("--config", default=d.config, help="for --from_scratch: preset (tiny/small/base), config .json or checkpoint dir")
-    add("--dataset", default=d.dataset, help="MoleculeNet name or a CSV/Parquet path / Hub dataset id")
-    add("--smiles_column", default=None)
-    add("--label_columns", nargs="+", default=None)
-    add("--task_type", choices=["classification", "regression"], default=None)
-    add("--split", choices=["scaffold", "balanced_scaffold", "random"], default=d.split)
-    add("--data_seed", type=int, default=d.data_seed, help="seed of the data split (balanced_scaffold/random)")
-    add("--seeds", type=int, nargs="+", default=d.seeds, help="model seeds, one run each")
-    add("--max_train_molecules", type=int, default=None, help="use only the first N training molecules")
-    add("--epochs", type=int, default=d.epochs, help="fixed epoch budget (the LR schedule spans it)")
-    add("--patience", type=int, default=None, help="optional early stopping patience in epochs (default: off)")
-    add("--batch_size", type=int, default=d.batch_size)
-    add("--learning_rate", type=float, default=d.learning_rate, help="peak learning rate of the head")
-    add("--backbone_learning_rate", type=float, default=None,
-        help="peak learning rate of the backbone (the pretrained part); defaults to --learning_rate")
-    add("--warmup_ratio", type=float, default=d.warmup_ratio, help="linear warmup share of the steps, then cosine")
-    add("--max_grad_norm", type=float, default=d.max_grad_norm, help="gradient clipping (0 = off)")
-    add("--weight_decay", type=float, default=d.weight_decay)
-    add("--dropout", type=float, default=None,
-        help="fine-tuning dropout of the GIN layers and the head (Hu et al. use 0.5); default: the checkpoint's")
-    add("--downstream_modalities", nargs="+", default=None, choices=["graph", "image", "geometry"])
-    add("--image_size", type=int, default=None)
-    add("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
-    add("--num_proc", type=int, default=1)
-    add("--output_dir", default=d.output_dir)
-    add("--no_save_checkpoints", dest="save_checkpoints", action="store_false")
-    add("--cpu", action="store_true")
-    add("--push_to_hub", action="store_true")
-    add("--hub_model_id", default=None)
-    return parser
+
+
+def arguments_from_namespace(namespace: argparse.Namespace) -> FinetuneArguments:
+    """:class:`FinetuneArguments` from a parsed namespace (extra keys, such as the CLI's ``command``, ignored)."""
+    names = {f.name for f in fields(FinetuneArguments)}
+    return FinetuneArguments(**{k: v for k, v in vars(namespace).items() if k in names})
 
 
 def parse_args(argv: Sequence[str] | None = None) -> FinetuneArguments:
-    """Parse command-line options into :class:`FinetuneArguments`."""
-    args = FinetuneArguments(**vars(build_parser().parse_args(argv)))
-    if not args.model and not args.from_scratch:
-        raise SystemExit("give --model DIR_OR_HUB_ID (pretrained) or --from_scratch")
-    if args.model and args.from_scratch:
-        raise SystemExit("--model and --from_scratch exclude each other")
-    if args.push_to_hub and not args.hub_model_id:
-        raise SystemExit("--push_to_hub needs --hub_model_id")
-    return args
+    """Parse command-line options into :class:`FinetuneArguments` (a bad combination is a usage error, exit 2)."""
+    parser = build_parser()
+    try:
+        return arguments_from_namespace(parser.parse_args(argv))
+    except ValueError as err:
+        parser.error(str(err))
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -166,7 +163,7 @@ def load_task(dataset: str, split: str = "scaffold", data_seed: int = 0, num_pro
         dsd = load_moleculenet(task.name, split=split, seed=data_seed, num_proc=num_proc)
     else:
         if not label_columns or not task_type:
-            raise SystemExit(f"--dataset {dataset!r} is not a MoleculeNet name: give --label_columns and --task_type")
+            raise ValueError(f"--dataset {dataset!r} is not a MoleculeNet name: give --label_columns and --task_type")
         task = make_task(dataset, list(label_columns), task_type, smiles_column=smiles_column or "smiles")
         dsd = load_moleculenet(task, data_files=dataset, split=split, seed=data_seed)
     return dsd, {"name": task.name, "task_type": task.task_type, "label_columns": list(task.label_columns)}

@@ -13,7 +13,7 @@ import argparse
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,122 +40,119 @@ from ..atomic import atomic_directory
 TRAINING_STATE_FILE = "mmsa_training_state.json"
 
 
+def _help(text: str, **extra) -> dict[str, Any]:
+    """``field(metadata=...)`` for ``HfArgumentParser``: the help text and any ``add_argument`` keyword."""
+    return {"help": text, **extra}
+
+
 @dataclass
 class PretrainArguments:
-    """Every setting of a pretraining run (saved as ``run_config.json``)."""
+    """Every setting of a pretraining run (saved as ``run_config.json``); the command line is generated from these
+    fields by ``transformers.HfArgumentParser`` (each ``--a_flag`` is also accepted as ``--a-flag``)."""
 
-    config: str = "small"
-    output_dir: str = "runs/pretrain-small"
-    corpus: str = "moleculenet"
-    smiles_column: str | None = None
-    include_test: bool = False
-    max_molecules: int | None = None
-    num_epochs: int = 1
-    max_steps: int | None = None
-    time_budget_minutes: float | None = None
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-5
-    warmup_ratio: float = 0.05
-    max_grad_norm: float = 5.0
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"
-    seed: int = 0
-    image_size: int | None = None
-    num_proc: int = 1
-    dataloader_workers: int = 0
-    checkpointing_steps: int = 200
-    checkpoint_total_limit: int = 2
-    resume_from_checkpoint: str | None = None
-    log_every: int = 10
-    no_image: bool = False
-    no_geometry: bool = False
-    no_hypergraph: bool = False
-    no_memory: bool = False
-    no_masked_attributes: bool = False
-    descriptor_targets: bool = False
-    legacy_objectives: bool = False
-    cpu: bool = False
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
-    hub_private: bool = False
-    extra_config: dict[str, Any] = field(default_factory=dict)
+    config: str = field(default="small", metadata=_help("preset (tiny/small/base), config .json or checkpoint dir"))
+    output_dir: str = field(default="runs/pretrain-small", metadata=_help("run folder (checkpoints, final/, logs)"))
+    corpus: str = field(default="moleculenet",
+                        metadata=_help("'moleculenet' (default), a CSV/Parquet path or a Hub dataset id"))
+    smiles_column: str | None = field(default=None, metadata=_help("SMILES column of a --corpus table"))
+    include_test: bool = field(default=False, metadata=_help("keep downstream scaffold-test molecules in the corpus"))
+    max_molecules: int | None = field(default=None, metadata=_help("seeded subsample of the corpus"))
+    num_epochs: int = field(default=1, metadata=_help("passes over the corpus (unless --max_steps)"))
+    max_steps: int | None = field(default=None, metadata=_help("optimizer steps; overrides --num_epochs"))
+    time_budget_minutes: float | None = field(default=None,
+                                              metadata=_help("stop training (and save) after this much wall time"))
+    batch_size: int = field(default=64, metadata=_help("per-process batch size"))
+    learning_rate: float = field(default=1e-3, metadata=_help("peak AdamW learning rate (warmup, then cosine)"))
+    weight_decay: float = field(default=1e-5, metadata=_help("AdamW weight decay"))
+    warmup_ratio: float = field(default=0.05, metadata=_help("linear warmup share of the steps"))
+    max_grad_norm: float = field(default=5.0, metadata=_help("gradient clipping (0 = off)"))
+    gradient_accumulation_steps: int = field(default=1, metadata=_help("batches per optimizer step"))
+    mixed_precision: str = field(default="no", metadata=_help("autocast dtype", choices=["no", "fp16", "bf16"]))
+    seed: int = field(default=0, metadata=_help("seed of the model, the data order and the subsample"))
+    image_size: int | None = field(default=None, metadata=_help(f"depiction size; default by preset {PRESET_IMAGE_SIZE}"))
+    num_proc: int = field(default=1, metadata=_help("processes for featurization (datasets.map)"))
+    dataloader_workers: int = field(default=0, metadata=_help("DataLoader worker processes"))
+    checkpointing_steps: int = field(default=200, metadata=_help("save a resumable checkpoint every N steps (0 = off)"))
+    checkpoint_total_limit: int = field(default=2, metadata=_help("checkpoints kept"))
+    resume_from_checkpoint: str | None = field(default=None, metadata=_help("checkpoint folder, or 'latest'"))
+    log_every: int = field(default=10, metadata=_help("steps between metrics.jsonl records"))
+    no_image: bool = field(default=False, metadata=_help("ablation: disable the image view"))
+    no_geometry: bool = field(default=False, metadata=_help("ablation: disable the 3D view"))
+    no_hypergraph: bool = field(default=False, metadata=_help("ablation: disable the hypergraph"))
+    no_memory: bool = field(default=False, metadata=_help("ablation: disable the memory bank"))
+    no_masked_attributes: bool = field(
+        default=False, metadata=_help("ablation: no masked atom/bond attribute term (masked_atom_ratio=0)"))
+    descriptor_targets: bool = field(
+        default=False,
+        metadata=_help("add the descriptor term: regress ~210 normalised RDKit descriptors from the pooled 2D encoder"))
+    legacy_objectives: bool = field(
+        default=False,
+        metadata=_help("ablation: the first implementation's objective (no masked attributes, "
+                       "memory_space='fused_ema', hypergraph_consistency_target='fused')"))
+    config_overrides: str | None = field(
+        default=None, metadata=_help('JSON object of MMSAConfig fields, e.g. \'{"masked_atom_ratio": 0.25}\''))
+    cpu: bool = field(default=False, metadata=_help("force CPU even where CUDA is available"))
+    push_to_hub: bool = field(default=False, metadata=_help("push final/ to the Hub (needs --hub_model_id)"))
+    hub_model_id: str | None = field(default=None, metadata=_help("namespace/name of the Hub repo"))
+    hub_private: bool = field(default=False, metadata=_help("create the Hub repo private"))
+
+    def __post_init__(self):
+        if self.config_overrides is not None:
+            _json_object(self.config_overrides)
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id (e.g. my-org/mmsa-small)")
+
+    @property
+    def extra_config(self) -> dict[str, Any]:
+        """``--config_overrides`` as a dict."""
+        return _json_object(self.config_overrides) if self.config_overrides else {}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """argparse parser whose options mirror :class:`PretrainArguments`."""
-    parser = argparse.ArgumentParser(
-        prog="pretrain",
+EXAMPLES = (
+    "examples:\n"
+    "  accelerate launch --cpu --num_processes 1 scripts/pretrain.py --config small\n"
+    "  accelerate launch scripts/pretrain.py --config tiny --max_molecules 256 --max_steps 20\n"
+    "  accelerate launch --multi_gpu --mixed_precision bf16 scripts/pretrain.py --config base \\\n"
+    "      --corpus ../shared/data/pretrain/moses_train_250k.csv.gz --num_epochs 10 --batch_size 256\n"
+    "  accelerate launch scripts/pretrain.py --resume_from_checkpoint latest --output_dir runs/pretrain-small\n"
+)
+
+
+def build_parser(prog: str = "pretrain", add_help: bool = True) -> argparse.ArgumentParser:
+    """The command line of :class:`PretrainArguments` (``HfArgumentParser``)."""
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(
+        PretrainArguments, prog=prog, add_help=add_help, epilog=EXAMPLES,
         description="Self-supervised MMSA pretraining (image + 2D graph + 3D views, hypergraph, memory bank).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=(
-            "examples:\n"
-            "  accelerate launch --cpu --num_processes 1 scripts/pretrain.py --config small\n"
-            "  accelerate launch scripts/pretrain.py --config tiny --max_molecules 256 --max_steps 20\n"
-            "  accelerate launch --multi_gpu --mixed_precision bf16 scripts/pretrain.py --config base \\\n"
-            "      --corpus ../shared/data/pretrain/moses_train_250k.csv.gz --num_epochs 10 --batch_size 256\n"
-            "  accelerate launch scripts/pretrain.py --resume_from_checkpoint latest --output_dir runs/pretrain-small\n"
-        ),
     )
-    defaults = PretrainArguments()
-    add = parser.add_argument
-    add("--config", default=defaults.config, help="preset (tiny/small/base), config .json or checkpoint dir")
-    add("--output_dir", default=defaults.output_dir)
-    add("--corpus", default=defaults.corpus, help="'moleculenet' (default), a CSV/Parquet path or a Hub dataset id")
-    add("--smiles_column", default=None)
-    add("--include_test", action="store_true", help="keep downstream scaffold-test molecules in the corpus")
-    add("--max_molecules", type=int, default=None, help="seeded subsample of the corpus")
-    add("--num_epochs", type=int, default=defaults.num_epochs)
-    add("--max_steps", type=int, default=None, help="optimizer steps; overrides --num_epochs")
-    add("--time_budget_minutes", type=float, default=None, help="stop training (and save) after this much wall time")
-    add("--batch_size", type=int, default=defaults.batch_size, help="per-process batch size")
-    add("--learning_rate", type=float, default=defaults.learning_rate)
-    add("--weight_decay", type=float, default=defaults.weight_decay)
-    add("--warmup_ratio", type=float, default=defaults.warmup_ratio)
-    add("--max_grad_norm", type=float, default=defaults.max_grad_norm)
-    add("--gradient_accumulation_steps", type=int, default=1)
-    add("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
-    add("--seed", type=int, default=0)
-    add("--image_size", type=int, default=None, help=f"depiction size; default by preset {PRESET_IMAGE_SIZE}")
-    add("--num_proc", type=int, default=1, help="processes for featurization (datasets.map)")
-    add("--dataloader_workers", type=int, default=0)
-    add("--checkpointing_steps", type=int, default=defaults.checkpointing_steps)
-    add("--checkpoint_total_limit", type=int, default=defaults.checkpoint_total_limit)
-    add("--resume_from_checkpoint", default=None, help="checkpoint folder, or 'latest'")
-    add("--log_every", type=int, default=defaults.log_every)
-    for view in ("image", "geometry", "hypergraph", "memory"):
-        add(f"--no_{view}", action="store_true", help=f"ablation: disable the {view} component")
-    add("--no_masked_attributes", action="store_true",
-        help="ablation: no masked atom/bond attribute term (masked_atom_ratio=0)")
-    add("--descriptor_targets", action="store_true",
-        help="add the descriptor term: regress ~210 normalised RDKit descriptors from the pooled 2D encoder")
-    add("--legacy_objectives", action="store_true",
-        help="ablation: the first implementation's objective (no masked attributes, memory_space='fused_ema', "
-             "hypergraph_consistency_target='fused')")
-    add("--config_overrides", dest="extra_config", type=_json_object, default={},
-        help='JSON object of MMSAConfig fields, e.g. \'{"masked_atom_ratio": 0.25}\'')
-    add("--cpu", action="store_true", help="force CPU even where CUDA is available")
-    add("--push_to_hub", action="store_true")
-    add("--hub_model_id", default=None)
-    add("--hub_private", action="store_true")
-    return parser
 
 
 def _json_object(text: str) -> dict[str, Any]:
-    """``--config_overrides`` value: a JSON object (argparse turns the ValueError into a usage error)."""
-    value = json.loads(text)
+    """``--config_overrides`` value: a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--config_overrides {text!r} is not JSON: {err}") from None
     if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object, got {text!r}")
+        raise ValueError(f"--config_overrides: expected a JSON object, got {text!r}")
     return value
 
 
+def arguments_from_namespace(namespace: argparse.Namespace) -> PretrainArguments:
+    """:class:`PretrainArguments` from a parsed namespace (extra keys, such as the CLI's ``command``, ignored)."""
+    names = {f.name for f in fields(PretrainArguments)}
+    return PretrainArguments(**{k: v for k, v in vars(namespace).items() if k in names})
+
+
 def parse_args(argv: Sequence[str] | None = None) -> PretrainArguments:
-    """Parse command-line options into :class:`PretrainArguments`."""
-    namespace = build_parser().parse_args(argv)
-    args = PretrainArguments(**vars(namespace))
-    if args.push_to_hub and not args.hub_model_id:
-        raise SystemExit("--push_to_hub needs --hub_model_id (e.g. my-org/mmsa-small)")
-    return args
+    """Parse command-line options into :class:`PretrainArguments` (a bad value is a usage error, exit 2)."""
+    parser = build_parser()
+    try:
+        return arguments_from_namespace(parser.parse_args(argv))
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def _config_overrides(args: PretrainArguments) -> dict[str, Any]:
