@@ -27,15 +27,31 @@ def model_card(model, processor, training_info: dict, benchmark: Path | None, re
              "The modeling and processing code files are not copied into `checkpoints/` (the installed `mmsa_hf` "
              "package provides the classes); `mmsa push --model checkpoints/<name> --repo-id ORG/NAME` writes them, "
              "with `auto_map`, for `trust_remote_code` users of the Hub copy.", "",
-             "## Objective", "",
-             "Inter-view contrastive + cross-view reconstruction + masked-molecule hypergraph recovery + memory "
-             "alignment in one shared space + masked atom/bond attribute prediction on the GIN (see the package's "
-             "`docs/method.md`, section 2.8).", "",
+             "## Objective", "", objective_summary(model.config), "",
              "## Loss curves", "", "![pretraining loss curves](loss_curves.png)", ""]
     if benchmark is not None and benchmark.is_file():
         extra += ["## MoleculeNet benchmark (paired, pretrained vs the same architecture from scratch)", "",
                   benchmark.read_text().strip(), ""]
     return card.rstrip() + "\n" + "\n".join(extra)
+
+
+def objective_summary(config) -> str:
+    """The pretraining terms this config switches on, in words (``docs/method.md`` section 2.8)."""
+    views = [v for v in ("graph", "image", "geometry") if v == "graph" or getattr(config, f"use_{v}")]
+    terms = []
+    if len(views) > 1:
+        terms += ["inter-view contrastive", "cross-view reconstruction"]
+    if config.use_hypergraph:
+        terms.append(f"{config.hypergraph_consistency_target}-molecule hypergraph recovery")
+    if config.use_memory:
+        terms.append(f"memory alignment ({config.memory_space} space)")
+    if config.masked_atom_ratio > 0:
+        terms.append(f"masked atom/bond attribute prediction on the GIN ({config.masked_atom_ratio:.0%} of atoms)")
+    if getattr(config, "num_descriptors", 0) > 0:
+        terms.append(f"regression of {config.num_descriptors} CDF-normalised RDKit descriptors from the pooled GIN "
+                     f"output (weight {config.descriptor_weight:g})")
+    return (f"Views: {', '.join(views)}. Terms: {'; '.join(terms)} (see the package's `docs/method.md`, "
+            "section 2.8).")
 
 
 def strip_remote_code(folder: Path) -> None:
@@ -75,8 +91,9 @@ def ship(run: Path, output: Path, benchmark: Path | None, max_mb: float, repo_id
         files = save_for_hub(model, processor, staging, training_info=training_info,
                              model_card=model_card(model, processor, training_info, benchmark, repo_id))
         strip_remote_code(staging)
-        if (run / "loss_curves.png").is_file():
-            shutil.copy2(run / "loss_curves.png", staging / "loss_curves.png")
+        for extra in (run / "loss_curves.png", final / "descriptor_normalizer.json"):
+            if extra.is_file():
+                shutil.copy2(extra, staging / extra.name)
         size_mb = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file()) / 2**20
         if size_mb > max_mb:
             raise SystemExit(f"{output}: {size_mb:.1f} MB exceeds --max_mb {max_mb}")

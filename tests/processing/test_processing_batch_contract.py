@@ -23,12 +23,24 @@ CONTRACT_KEYS = {
 }
 
 
-def test_constants_match_contract():
-    from mmsa_hf.processing import ATOM_FEATURE_VOCAB_SIZES, BOND_FEATURE_VOCAB_SIZES, CONFORMER_STATUSES
+def test_vocabularies_are_the_featurizer_maps_plus_an_unknown_index():
+    """Each vocabulary is what the featurizer can write: its value map plus one last "unknown" index, which an
+    exotic atom or bond really receives."""
+    from rdkit import Chem
 
-    assert ATOM_FEATURE_VOCAB_SIZES == [119, 5, 12, 12, 10, 6, 6, 3, 3]
-    assert BOND_FEATURE_VOCAB_SIZES == [5, 7, 3]
-    assert CONFORMER_STATUSES == ("etkdg", "etkdg_random_coords", "2d_fallback", "provided", "invalid")
+    from mmsa_hf.processing import ATOM_FEATURE_VOCAB_SIZES, BOND_FEATURE_VOCAB_SIZES, CONFORMER_STATUSES
+    from mmsa_hf.processing import feature_extraction_mmsa as fx
+
+    assert ATOM_FEATURE_VOCAB_SIZES[1] == len(fx._CHIRALITY) + 1
+    assert ATOM_FEATURE_VOCAB_SIZES[6] == len(fx._HYBRIDIZATION) + 1
+    assert BOND_FEATURE_VOCAB_SIZES[:2] == [len(fx._BOND_TYPE) + 1, len(fx._BOND_STEREO) + 1]
+    assert fx.UNKNOWN_ATOM_FEATURES == [size - 1 for size in ATOM_FEATURE_VOCAB_SIZES]
+    dummy_and_charged = Chem.MolFromSmiles("[*][Fe+7]")
+    rows, numbers = fx.atom_features(dummy_and_charged)
+    assert numbers.tolist() == [0, 26]
+    assert rows[0, 0] == ATOM_FEATURE_VOCAB_SIZES[0] - 1  # atomic number 0: unknown element
+    assert rows[1, 3] == ATOM_FEATURE_VOCAB_SIZES[3] - 1  # charge +7 is beyond the charge vocabulary
+    assert CONFORMER_STATUSES[fx.STATUS_INVALID] == "invalid" and len(set(CONFORMER_STATUSES)) == len(CONFORMER_STATUSES)
 
 
 def test_keys_dtypes_shapes(bbbp_small, bbbp_small_batch):

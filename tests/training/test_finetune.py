@@ -45,9 +45,26 @@ def test_two_epochs_on_100_bbbp_molecules_write_every_output(tmp_path, bbbp_subs
     assert sorted(indices["train"] + indices["validation"] + indices["test"]) == list(range(100))
     run = saved["runs"][0]
     assert run["epochs_run"] == 2 and run["best_epoch"] in (0, 1)
-    assert 0.0 <= run["test"]["roc_auc"] <= 1.0
+    assert run["test"]["roc_auc"] == pytest.approx(_saved_model_test_roc(run_dir / "best", bbbp_subset_csv,
+                                                                         indices["test"]), abs=1e-6)
     assert "± " in (tmp_path / "results.md").read_text()
     assert results["summary"]["metric"] == "roc_auc"
+
+
+def _saved_model_test_roc(folder, csv, test_rows) -> float:
+    """sklearn's ROC-AUC of the saved best-validation model on the test rows, recomputed from scratch."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+    from transformers import AutoProcessor
+
+    from mmsa_hf.modeling import MMSAForMolecularPropertyPrediction
+
+    table = pd.read_csv(csv).iloc[sorted(test_rows)]
+    model = MMSAForMolecularPropertyPrediction.from_pretrained(folder).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        scores = model(**processor(table["smiles"].tolist())).predictions[:, 0]
+    return roc_auc_score(table["p_np"].to_numpy(), scores.numpy())
 
 
 def test_seeds_give_distinct_runs_and_the_same_seed_reproduces(tmp_path, bbbp_subset_csv):
