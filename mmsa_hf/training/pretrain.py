@@ -197,109 +197,133 @@ def _scalar_terms(outputs: Any) -> dict[str, float]:
     return terms
 
 
+@dataclass
+class _Progress:
+    """Counters of a run (``batches_seen`` locates the data position for an exact resume)."""
+
+    global_step: int = 0
+    batches_seen: int = 0
+    molecules_seen: int = 0
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+
+
 def run_pretraining(args: PretrainArguments) -> Path:
     """Run one pretraining job; returns the directory holding the final model and processor."""
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-    from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
+    from accelerate.utils import set_seed
 
-    from ..data import (
-        MMSACollator,
-        corpus_description,
-        featurize_dataset,
-        featurize_report,
-        load_pretraining_corpus,
-    )
-    from ..data.descriptors import NORMALIZER_FILE, add_descriptors
     from ..modeling import MMSAForPreTraining
 
     timer = Timer()
     output_dir = Path(args.output_dir)
+    accelerator = _build_accelerator(args, output_dir)
+    set_seed(args.seed)
+    threads = apply_thread_policy(accelerator.num_processes, args.dataloader_workers)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    config = resolve_model_config(args.config, _config_overrides(args))
+    data = _prepare_data(args, accelerator, config, capped_num_proc(args.num_proc, threads))
+    model = MMSAForPreTraining(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    steps_per_epoch = math.ceil(len(data["loader"]) / args.gradient_accumulation_steps)  # before `prepare` shards it
+    total_steps = args.max_steps or steps_per_epoch * args.num_epochs
+    scheduler = _cosine_schedule(optimizer, args.warmup_ratio, total_steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, data["loader"], scheduler)
+    log = JsonlLog(output_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
+    progress = _resume(accelerator, args.resume_from_checkpoint, output_dir, log)
+    run_config = _run_config(args, config, data["processor"], total_steps, steps_per_epoch, accelerator)
+    if accelerator.is_main_process:
+        write_json(output_dir / "run_config.json", run_config)
+        write_json(output_dir / "corpus.json", data["corpus_info"])
+        if data["normalizer"] is not None:
+            data["normalizer"].save(output_dir / data["normalizer_file"])
+    num_epochs = math.ceil(total_steps / max(steps_per_epoch, 1))
+    _train(args, accelerator, model, optimizer, scheduler, loader, log, progress, total_steps, num_epochs, timer)
+    accelerator.wait_for_everyone()
+    final_dir = output_dir / "final"
+    if accelerator.is_main_process:
+        _save_final(args, accelerator, model, data, run_config, progress, total_steps, timer, log, final_dir)
+    accelerator.end_training()
+    return final_dir
+
+
+def _build_accelerator(args: PretrainArguments, output_dir: Path):
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+
     on_cpu = args.cpu or not torch.cuda.is_available()
-    accelerator = Accelerator(
+    return Accelerator(
         cpu=args.cpu,
         mixed_precision=resolve_mixed_precision(args.mixed_precision, on_cpu),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         project_config=ProjectConfiguration(
-            project_dir=str(output_dir),
-            automatic_checkpoint_naming=True,
-            total_limit=args.checkpoint_total_limit,
+            project_dir=str(output_dir), automatic_checkpoint_naming=True, total_limit=args.checkpoint_total_limit,
         ),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
-    set_seed(args.seed)
-    threads = apply_thread_policy(accelerator.num_processes, args.dataloader_workers)
-    num_proc = capped_num_proc(args.num_proc, threads)
-    is_main = accelerator.is_main_process
-    if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
 
-    config = resolve_model_config(args.config, _config_overrides(args))
+
+def _prepare_data(args: PretrainArguments, accelerator, config, num_proc: int) -> dict[str, Any]:
+    """The processor of the views the model reads, the featurised corpus (with descriptors when asked), its
+    description, the descriptor normaliser and the seeded ``DataLoader``."""
+    from ..data import MMSACollator, corpus_description, featurize_dataset, featurize_report, load_pretraining_corpus
+    from ..data.descriptors import NORMALIZER_FILE, add_descriptors
+
     preset = args.config if args.config in PRESET_IMAGE_SIZE else "base"
-    image_size = args.image_size or PRESET_IMAGE_SIZE[preset]
     # Only the views this model reads: an ablation without 3D computes no conformer (same cache as before for the
     # full model, whose processor config omits `views`).
-    processor = build_processor(image_size=image_size, views=views_for_config(config, model="backbone"))
-
+    processor = build_processor(image_size=args.image_size or PRESET_IMAGE_SIZE[preset],
+                                views=views_for_config(config, model="backbone"))
     with accelerator.main_process_first():
-        corpus = load_pretraining_corpus(
-            args.corpus, smiles_column=args.smiles_column, exclude_test=not args.include_test,
-            num_proc=num_proc,
-        )
+        corpus = load_pretraining_corpus(args.corpus, smiles_column=args.smiles_column,
+                                         exclude_test=not args.include_test, num_proc=num_proc)
         corpus_info = dict(corpus_description(corpus) or {})
         if args.max_molecules and args.max_molecules < len(corpus):
             # A seeded subsample, so a CPU run fits its time budget; recorded in corpus.json.
             corpus = corpus.shuffle(seed=args.seed).select(range(args.max_molecules))
             corpus_info["subsample"] = {"max_molecules": args.max_molecules, "seed": args.seed}
-        featurized = featurize_dataset(
-            corpus, processor, num_proc=num_proc, on_error="skip", accelerator=accelerator
-        )
+        featurized = featurize_dataset(corpus, processor, num_proc=num_proc, on_error="skip", accelerator=accelerator)
         if args.descriptor_targets and len(featurized):
             featurized = add_descriptors(featurized, num_proc=num_proc)
     if len(featurized) == 0:
         raise ValueError(f"corpus {args.corpus!r}: no molecule survived featurization")
     normalizer = _descriptor_normalizer(featurized, args.seed) if args.descriptor_targets else None
-    corpus_info = {**corpus_info, "featurization": featurize_report(featurized), "molecules_used": len(featurized)}
-
-    collator = MMSACollator(processor, descriptor_normalizer=normalizer)
-    generator = torch.Generator().manual_seed(args.seed)
-    train_loader = torch.utils.data.DataLoader(
-        featurized,
-        batch_size=args.batch_size,
-        shuffle=True,
-        drop_last=len(featurized) >= 2 * args.batch_size,
-        collate_fn=collator,
-        num_workers=args.dataloader_workers,
-        generator=generator,
+    loader = torch.utils.data.DataLoader(
+        featurized, batch_size=args.batch_size, shuffle=True, drop_last=len(featurized) >= 2 * args.batch_size,
+        collate_fn=MMSACollator(processor, descriptor_normalizer=normalizer), num_workers=args.dataloader_workers,
+        generator=torch.Generator().manual_seed(args.seed),
     )
+    corpus_info.update(featurization=featurize_report(featurized), molecules_used=len(featurized))
+    return {"processor": processor, "corpus_info": corpus_info, "normalizer": normalizer,
+            "normalizer_file": NORMALIZER_FILE, "loader": loader}
 
-    model = MMSAForPreTraining(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
-    total_steps = args.max_steps or steps_per_epoch * args.num_epochs
-    num_epochs = math.ceil(total_steps / max(steps_per_epoch, 1))
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer, int(args.warmup_ratio * total_steps), total_steps
-    )
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
 
-    log = JsonlLog(output_dir / "metrics.jsonl", enabled=is_main)
-    global_step, start_epoch, skip_batches = 0, 0, 0
-    resume = args.resume_from_checkpoint
-    if resume:
-        checkpoint = latest_checkpoint(output_dir) if resume == "latest" else Path(resume)
-        if checkpoint is None or not checkpoint.is_dir():
-            raise FileNotFoundError(f"--resume_from_checkpoint {resume!r}: no checkpoint found under {output_dir}")
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / TRAINING_STATE_FILE).read_text())
-        global_step = state["global_step"]
-        start_epoch, skip_batches = divmod(state["batches_seen"], len(train_loader))
-        accelerator.project_configuration.iteration = state["save_iteration"] + 1
-        log.truncate_after(global_step)
-        accelerator.print(f"resumed from {checkpoint} at step {global_step} (epoch {start_epoch}, batch {skip_batches})")
+def _cosine_schedule(optimizer, warmup_ratio: float, total_steps: int):
+    from transformers import get_cosine_schedule_with_warmup
 
-    run_config = {
+    return get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
+
+
+def _resume(accelerator, resume: str | None, output_dir: Path, log: JsonlLog) -> _Progress:
+    """Counters at the start: zero, or those of ``resume`` (a checkpoint folder or ``"latest"``) after
+    ``load_state``; the metrics log is cut back to that step."""
+    progress = _Progress()
+    if not resume:
+        return progress
+    checkpoint = latest_checkpoint(output_dir) if resume == "latest" else Path(resume)
+    if checkpoint is None or not checkpoint.is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume!r}: no checkpoint found under {output_dir}")
+    accelerator.load_state(str(checkpoint))
+    state = json.loads((checkpoint / TRAINING_STATE_FILE).read_text())
+    progress.global_step, progress.batches_seen = state["global_step"], state["batches_seen"]
+    accelerator.project_configuration.iteration = state["save_iteration"] + 1
+    log.truncate_after(progress.global_step)
+    accelerator.print(f"resumed from {checkpoint} at step {progress.global_step} ({progress.batches_seen} batches)")
+    return progress
+
+
+def _run_config(args, config, processor, total_steps: int, steps_per_epoch: int, accelerator) -> dict[str, Any]:
+    return {
         "args": asdict(args),
         "model_config": config.to_dict(),
         "processor": processor.to_dict() if hasattr(processor, "to_dict") else None,
@@ -308,94 +332,105 @@ def run_pretraining(args: PretrainArguments) -> Path:
         "num_processes": accelerator.num_processes,
         "environment": environment_info(),
     }
-    if is_main:
-        write_json(output_dir / "run_config.json", run_config)
-        if normalizer is not None:
-            normalizer.save(output_dir / NORMALIZER_FILE)
-        write_json(output_dir / "corpus.json", corpus_info)
 
-    progress = tqdm(total=total_steps, initial=global_step, disable=not is_main, desc="pretrain", unit="step")
-    batches_seen = start_epoch * len(train_loader) + skip_batches
-    molecules_seen, train_time, stop = 0, 0.0, False
+
+def _train(args, accelerator, model, optimizer, scheduler, loader, log, progress: _Progress, total_steps: int,
+           num_epochs: int, timer: Timer) -> None:
+    """Optimizer steps until ``total_steps`` or the time budget, from the data position in ``progress``
+    (logging every ``log_every`` steps, a resumable checkpoint every ``checkpointing_steps``)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=progress.global_step, disable=not accelerator.is_main_process,
+               desc="pretrain", unit="step")
+    start_epoch, skip_batches = divmod(progress.batches_seen, len(loader))
     model.train()
     for epoch in range(start_epoch, num_epochs):
-        train_loader.set_epoch(epoch)
-        loader = train_loader
-        if epoch == start_epoch and skip_batches:
-            loader = accelerator.skip_first_batches(train_loader, skip_batches)
-        step_timer = Timer()
-        for batch in loader:
-            batch.pop("row_index", None)
-            with accelerator.accumulate(model):
-                outputs = model(**batch)
-                accelerator.backward(outputs.loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            batches_seen += 1
-            molecules_seen += int(batch["valid_mask"].sum()) * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            global_step += 1
-            progress.update(1)
-            train_time += step_timer.elapsed
-            step_timer = Timer()
-            if global_step % args.log_every == 0 or global_step == total_steps:
-                terms = _scalar_terms(outputs)
-                record = {"step": global_step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **terms,
-                          "molecules_per_s": molecules_seen / max(train_time, 1e-9)}
-                log.write(record)
-                progress.set_postfix({k: f"{v:.3g}" for k, v in terms.items() if k in ("loss", "anchors_in_use")})
-            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
-                _save_checkpoint(accelerator, global_step, batches_seen)
-            over_budget = args.time_budget_minutes and timer.elapsed > 60 * args.time_budget_minutes
-            if global_step >= total_steps or over_budget:
-                stop = True
-                break
-        if stop:
+        loader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(loader, skip_batches) if epoch == start_epoch and skip_batches else loader
+        if _train_epoch(args, accelerator, model, optimizer, scheduler, batches, epoch, log, progress, total_steps,
+                        timer, bar):
             break
-    progress.close()
+    bar.close()
 
-    accelerator.wait_for_everyone()
-    final_dir = output_dir / "final"
+
+def _train_epoch(args, accelerator, model, optimizer, scheduler, batches, epoch: int, log, progress: _Progress,
+                 total_steps: int, timer: Timer, bar) -> bool:
+    """One pass over ``batches``; True when the run must stop (step budget reached or time budget spent)."""
+    step_timer = Timer()
+    for batch in batches:
+        batch.pop("row_index", None)
+        with accelerator.accumulate(model):
+            outputs = model(**batch)
+            accelerator.backward(outputs.loss)
+            if accelerator.sync_gradients and args.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        progress.batches_seen += 1
+        progress.molecules_seen += int(batch["valid_mask"].sum()) * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        progress.global_step += 1
+        bar.update(1)
+        progress.train_seconds += step_timer.elapsed
+        step_timer = Timer()
+        if progress.global_step % args.log_every == 0 or progress.global_step == total_steps:
+            _log_step(log, bar, outputs, progress, epoch, scheduler.get_last_lr()[0])
+        if args.checkpointing_steps and progress.global_step % args.checkpointing_steps == 0:
+            _save_checkpoint(accelerator, progress.global_step, progress.batches_seen)
+        over_budget = bool(args.time_budget_minutes) and timer.elapsed > 60 * args.time_budget_minutes
+        if progress.global_step >= total_steps or over_budget:
+            progress.stopped_early = progress.global_step < total_steps
+            return True
+    return False
+
+
+def _log_step(log: JsonlLog, bar, outputs, progress: _Progress, epoch: int, lr: float) -> None:
+    terms = _scalar_terms(outputs)
+    log.write({"step": progress.global_step, "epoch": epoch, "lr": lr, **terms,
+               "molecules_per_s": progress.molecules_seen / max(progress.train_seconds, 1e-9)})
+    bar.set_postfix({k: f"{v:.3g}" for k, v in terms.items() if k in ("loss", "anchors_in_use")})
+
+
+def _save_final(args, accelerator, model, data, run_config, progress: _Progress, total_steps: int, timer: Timer,
+                log: JsonlLog, final_dir: Path) -> None:
+    """``final/`` (model, processor, training info, normaliser) in one atomic step, the summary, the loss curves,
+    the optional Hub push and the next-step hint."""
     unwrapped = accelerator.unwrap_model(model)
-    if is_main:
-        summary = {
-            "global_step": global_step,
-            "planned_steps": total_steps,
-            "molecules_seen": molecules_seen,
-            "train_seconds": train_time,
-            "molecules_per_s": molecules_seen / max(train_time, 1e-9),
-            "wall_seconds": timer.elapsed,
-            "stopped_by_time_budget": bool(stop and global_step < total_steps),
-        }
-        training_info = {**run_config, "summary": summary, "corpus": corpus_info}
-        with atomic_directory(final_dir) as staging:  # never a half-written final/ (an earlier one is kept)
-            unwrapped.save_pretrained(staging, save_function=accelerator.save)
-            processor.save_pretrained(staging)
-            write_json(staging / "training_info.json", training_info)
-            if normalizer is not None:
-                normalizer.save(staging / NORMALIZER_FILE)
-        write_json(output_dir / "summary.json", summary)
-        records = log.read()
-        keys = ["loss"] + sorted({k for r in records for k in r if k.endswith("_loss") and k != "loss"})
-        plot_curves(records, keys + ["anchors_in_use"], output_dir / "loss_curves.png",
-                    title=f"MMSA pretraining ({args.config})", smooth=5)
-        if args.push_to_hub:
-            from ..hub import push_to_hub
+    summary = {
+        "global_step": progress.global_step,
+        "planned_steps": total_steps,
+        "molecules_seen": progress.molecules_seen,
+        "train_seconds": progress.train_seconds,
+        "molecules_per_s": progress.molecules_seen / max(progress.train_seconds, 1e-9),
+        "wall_seconds": timer.elapsed,
+        "stopped_by_time_budget": progress.stopped_early,
+    }
+    training_info = {**run_config, "summary": summary, "corpus": data["corpus_info"]}
+    with atomic_directory(final_dir) as staging:  # never a half-written final/ (an earlier one is kept)
+        unwrapped.save_pretrained(staging, save_function=accelerator.save)
+        data["processor"].save_pretrained(staging)
+        write_json(staging / "training_info.json", training_info)
+        if data["normalizer"] is not None:
+            data["normalizer"].save(staging / data["normalizer_file"])
+    output_dir = final_dir.parent
+    write_json(output_dir / "summary.json", summary)
+    records = log.read()
+    keys = ["loss"] + sorted({k for r in records for k in r if k.endswith("_loss") and k != "loss"})
+    plot_curves(records, keys + ["anchors_in_use"], output_dir / "loss_curves.png",
+                title=f"MMSA pretraining ({args.config})", smooth=5)
+    if args.push_to_hub:
+        from ..hub import push_to_hub
 
-            push_to_hub(unwrapped, processor, args.hub_model_id, private=args.hub_private,
-                        training_info=training_info)
-        accelerator.print(
-            f"\nPretrained model and processor saved to {final_dir} "
-            f"({global_step} steps, {summary['molecules_per_s']:.1f} molecules/s, {timer.elapsed / 60:.1f} min).\n"
-            f"Next: fine-tune it, e.g.\n"
-            f"  accelerate launch --cpu --num_processes 1 scripts/finetune.py --model {final_dir} --dataset bbbp --seeds 0 1 2\n"
-        )
-    accelerator.end_training()
-    return final_dir
+        push_to_hub(unwrapped, data["processor"], args.hub_model_id, private=args.hub_private,
+                    training_info=training_info)
+    accelerator.print(
+        f"\nPretrained model and processor saved to {final_dir} "
+        f"({progress.global_step} steps, {summary['molecules_per_s']:.1f} molecules/s, {timer.elapsed / 60:.1f} min).\n"
+        f"Next: fine-tune it, e.g.\n"
+        f"  accelerate launch --cpu --num_processes 1 scripts/finetune.py --model {final_dir} --dataset bbbp --seeds 0 1 2\n"
+    )
 
 
 def _save_checkpoint(accelerator: Any, global_step: int, batches_seen: int) -> None:
