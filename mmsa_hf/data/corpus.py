@@ -23,8 +23,9 @@ import gzip
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .moleculenet import (
     MOLECULENET_NAMES,
@@ -126,157 +127,23 @@ def load_pretraining_corpus(
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if limit is not None and limit < 0:
         raise ValueError("limit must be >= 0")
-
-    invalid: list[dict] = []
-    n_invalid = 0
-    canon_all: list[str | None] = []
-    origins: list[tuple[str, int]] = []  # (part, row) per input row, for messages
-    raw_smiles_getters = []
-    is_moleculenet = isinstance(source, str) and source.lower() == "moleculenet"
-
-    if is_moleculenet:
-        names = [get_task(n).name for n in (datasets or MOLECULENET_NAMES)]
-        parts = []
-        bases = {}
-        for name in names:
-            if limit is not None and len(canon_all) >= limit:
-                break
-            base, _ = load_moleculenet_raw(name, cache_dir=cache_dir)
-            bases[name] = base
-            table = _scaffold_table(base, name, num_proc)
-            canon = table["canonical_smiles"][:]
-            if limit is not None:
-                canon = canon[: limit - len(canon_all)]
-            canon_all.extend(canon)
-            origins.extend((name, i) for i in range(len(canon)))
-            parts.append({"name": name, "rows": len(canon), "file": str(get_task(name).path)})
-        files = [p["file"] for p in parts]
-        desc_source = "moleculenet"
-        used_column = "smiles"
-
-        def raw_smiles(part: str, row: int) -> str:
-            return bases[part][row]["smiles"]
-
+    if isinstance(source, str) and source.lower() == "moleculenet":
+        rows = _read_moleculenet(datasets, limit, cache_dir, num_proc)
+    elif datasets is not None:
+        raise ValueError("datasets= only applies to source='moleculenet'")
     else:
-        if datasets is not None:
-            raise ValueError("datasets= only applies to source='moleculenet'")
-        srcs = [os.fspath(s) for s in source] if isinstance(source, (list, tuple)) else [os.fspath(source)]
-        files = []
-        used_column = None
-        parts = []
-        loaded = []
-        for s in srcs:
-            if os.path.exists(os.path.expanduser(s)):
-                _check_not_empty(os.path.expanduser(s))
-            try:
-                ds, desc = _load_table(s, None, cache_dir=cache_dir, revision=revision)
-            except FileNotFoundError:
-                raise
-            except Exception as e:  # datasets wraps parser errors
-                if "corresponds to no data" in str(e):  # header-only file: the split has no rows
-                    raise ValueError(f"{s}: the file has no data rows") from e
-                raise ValueError(f"{s}: could not be read as a CSV / Parquet table ({type(e).__name__}: {e})") from e
-            col = detect_smiles_column(ds.column_names, smiles_column, source=desc)
-            if len(ds) == 0:
-                raise ValueError(f"{desc}: the file has no data rows (columns found: {ds.column_names})")
-            loaded.append((ds, desc, col))
-        for ds, desc, col in loaded:
-            if limit is not None and len(canon_all) >= limit:
-                break
-            if limit is not None and len(ds) > limit - len(canon_all):
-                ds = ds.select(range(limit - len(canon_all)))
-            table = ds.map(
-                _canon_batch,
-                batched=True,
-                batch_size=1000,
-                input_columns=[col],
-                remove_columns=ds.column_names,
-                num_proc=num_proc,
-                fn_kwargs={"cache_version": 1, "rdkit_version": rdkit_version()},
-                desc=f"canonicalising {Path(desc).name}",
-            )
-            canon = table["canonical_smiles"][:]
-            canon_all.extend(canon)
-            origins.extend((desc, i) for i in range(len(canon)))
-            parts.append({"name": desc, "rows": len(canon), "smiles_column": col})
-            files.append(desc)
-            used_column = col
-            raw_smiles_getters.append((desc, ds, col))
-        desc_source = ",".join(files) if len(files) > 1 else (files[0] if files else os.fspath(srcs[0]))
-
-        def raw_smiles(part: str, row: int) -> str:
-            for d, ds, col in raw_smiles_getters:
-                if d == part:
-                    return ds[row][col]
-            return "?"
-
-    # invalid rows
-    for pos, c in enumerate(canon_all):
-        if c is None:
-            n_invalid += 1
-            if on_error == "raise" or len(invalid) < _MAX_LISTED_INVALID:
-                part, row = origins[pos]
-                smi = raw_smiles(part, row)
-                if on_error == "raise":
-                    total = sum(x is None for x in canon_all)
-                    raise ValueError(
-                        f"{part}: invalid SMILES {smi!r} in data row {row} (0-based; {total} invalid row(s) in total). "
-                        "Use on_error='skip' to drop them."
-                    )
-                invalid.append({"source": part, "row": row, "smiles": smi})
-    if n_invalid:
-        logger.warning(
-            "pretraining corpus: skipped %d invalid SMILES (RDKit rejects them): %s%s",
-            n_invalid,
-            [(d["source"], d["row"]) for d in invalid[:20]],
-            " ..." if n_invalid > 20 else "",
-        )
-
-    # dedupe
-    seen: set[str] = set()
-    unique_pos: list[int] = []
-    n_dup = 0
-    for pos, c in enumerate(canon_all):
-        if c is None:
-            continue
-        if c in seen:
-            n_dup += 1
-            continue
-        seen.add(c)
-        unique_pos.append(pos)
-
-    # test exclusion
-    n_excluded = 0
-    excluded_per_set: dict[str, int] = {}
-    test_names: list[str] = []
-    if exclude_test:
-        test_names = [get_task(n).name for n in (exclude_test_of or MOLECULENET_NAMES)]
-        tests = scaffold_test_smiles(test_names, frac=frac, cache_dir=cache_dir, num_proc=num_proc)
-        all_test = set().union(*tests.values()) if tests else set()
-        kept = []
-        for pos in unique_pos:
-            if canon_all[pos] in all_test:
-                n_excluded += 1
-            else:
-                kept.append(pos)
-        kept_set = {canon_all[p] for p in unique_pos} - {canon_all[p] for p in kept}
-        excluded_per_set = {n: len(s & kept_set) for n, s in tests.items()}
-        unique_pos = kept
-
-    import datasets as hf_datasets
-
-    smiles = [canon_all[p] for p in unique_pos]
+        rows = _read_tables(source, smiles_column, limit, cache_dir, revision, num_proc)
+    num_invalid, invalid = _invalid_rows(rows, on_error)
+    unique, num_duplicates = _first_occurrences(rows.canonical)
+    test_names = [get_task(n).name for n in (exclude_test_of or MOLECULENET_NAMES)] if exclude_test else []
+    kept, excluded_per_set = _without_test_molecules(rows.canonical, unique, test_names, frac, cache_dir, num_proc)
+    smiles = [rows.canonical[p] for p in kept]
     description = {
-        "source": desc_source,
-        "parts": parts,
-        "smiles_column": used_column,
-        "counts": {
-            "rows": len(canon_all),
-            "invalid": n_invalid,
-            "duplicates_removed": n_dup,
-            "excluded_test_molecules": n_excluded,
-            "molecules": len(smiles),
-        },
+        "source": rows.source,
+        "parts": rows.parts,
+        "smiles_column": rows.smiles_column,
+        "counts": {"rows": len(rows.canonical), "invalid": num_invalid, "duplicates_removed": num_duplicates,
+                   "excluded_test_molecules": len(unique) - len(kept), "molecules": len(smiles)},
         "invalid_rows": invalid,
         "exclude_test": bool(exclude_test),
         "exclude_test_of": test_names,
@@ -287,10 +154,134 @@ def load_pretraining_corpus(
         "on_error": on_error,
         "rdkit_version": rdkit_version(),
     }
-    logger.info("pretraining corpus %s: %s", desc_source, description["counts"])
+    logger.info("pretraining corpus %s: %s", rows.source, description["counts"])
     ds = _materialize(smiles, description, cache_dir)
-    ds.corpus_description = description
     return (ds, description) if return_description else ds
+
+
+@dataclass
+class _CorpusRows:
+    """Every input row of the corpus sources, in order: its canonical SMILES (None when RDKit rejects it) and
+    where it came from; ``raw_smiles(part, row)`` gives the text as written, for messages."""
+
+    canonical: list[str | None] = field(default_factory=list)
+    origins: list[tuple[str, int]] = field(default_factory=list)
+    parts: list[dict] = field(default_factory=list)
+    source: str = ""
+    smiles_column: str | None = None
+    raw_smiles: Callable[[str, int], str] = lambda part, row: "?"
+
+    def room(self, limit: int | None) -> int | None:
+        """How many more rows ``limit`` allows (None: no limit)."""
+        return None if limit is None else max(limit - len(self.canonical), 0)
+
+    def add(self, part: str, canonical: list[str | None], **info) -> None:
+        self.canonical.extend(canonical)
+        self.origins.extend((part, i) for i in range(len(canonical)))
+        self.parts.append({"name": part, "rows": len(canonical), **info})
+
+
+def _read_moleculenet(names, limit, cache_dir, num_proc) -> _CorpusRows:
+    """The embedded MoleculeNet sets (default: all 11), canonicalised once per set (cached)."""
+    rows = _CorpusRows(source="moleculenet", smiles_column="smiles")
+    tables = {}
+    for name in [get_task(n).name for n in (names or MOLECULENET_NAMES)]:
+        if rows.room(limit) == 0:
+            break
+        tables[name], _ = load_moleculenet_raw(name, cache_dir=cache_dir)
+        canonical = _scaffold_table(tables[name], name, num_proc)["canonical_smiles"][:]
+        rows.add(name, canonical[: rows.room(limit)], file=str(get_task(name).path))
+    rows.raw_smiles = lambda part, row: tables[part][row]["smiles"]
+    return rows
+
+
+def _read_tables(source, smiles_column, limit, cache_dir, revision, num_proc) -> _CorpusRows:
+    """Local CSV / Parquet files or a Hub dataset, canonicalised in a cached ``Dataset.map``."""
+    paths = [os.fspath(s) for s in source] if isinstance(source, (list, tuple)) else [os.fspath(source)]
+    tables = [_open_table(path, smiles_column, cache_dir, revision) for path in paths]
+    rows, read = _CorpusRows(), {}
+    for table, name, column in tables:
+        if rows.room(limit) == 0:
+            break
+        if limit is not None and len(table) > rows.room(limit):
+            table = table.select(range(rows.room(limit)))
+        canonical = table.map(
+            _canon_batch, batched=True, batch_size=1000, input_columns=[column], remove_columns=table.column_names,
+            num_proc=num_proc, fn_kwargs={"cache_version": 1, "rdkit_version": rdkit_version()},
+            desc=f"canonicalising {Path(name).name}",
+        )["canonical_smiles"][:]
+        rows.add(name, canonical, smiles_column=column)
+        rows.smiles_column, read[name] = column, (table, column)
+    names = [part["name"] for part in rows.parts]
+    rows.source = ",".join(names) if len(names) > 1 else (names[0] if names else paths[0])
+    rows.raw_smiles = lambda part, row: read[part][0][row][read[part][1]] if part in read else "?"
+    return rows
+
+
+def _open_table(path: str, smiles_column: str | None, cache_dir, revision):
+    """``(dataset, description, smiles column)`` of one source; a clear ``ValueError`` for an unreadable or empty
+    file."""
+    if os.path.exists(os.path.expanduser(path)):
+        _check_not_empty(os.path.expanduser(path))
+    try:
+        table, name = _load_table(path, None, cache_dir=cache_dir, revision=revision)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # datasets wraps parser errors
+        if "corresponds to no data" in str(e):  # header-only file: the split has no rows
+            raise ValueError(f"{path}: the file has no data rows") from e
+        raise ValueError(f"{path}: could not be read as a CSV / Parquet table ({type(e).__name__}: {e})") from e
+    column = detect_smiles_column(table.column_names, smiles_column, source=name)
+    if len(table) == 0:
+        raise ValueError(f"{name}: the file has no data rows (columns found: {table.column_names})")
+    return table, name, column
+
+
+def _invalid_rows(rows: _CorpusRows, on_error: str) -> tuple[int, list[dict]]:
+    """The number of rejected rows and the first ``_MAX_LISTED_INVALID`` of them; ``on_error="raise"`` raises a
+    ``ValueError`` naming the first."""
+    bad = [pos for pos, c in enumerate(rows.canonical) if c is None]
+    listed = []
+    for pos in bad[:_MAX_LISTED_INVALID]:
+        part, row = rows.origins[pos]
+        smiles = rows.raw_smiles(part, row)
+        if on_error == "raise":
+            raise ValueError(
+                f"{part}: invalid SMILES {smiles!r} in data row {row} (0-based; {len(bad)} invalid row(s) in total). "
+                "Use on_error='skip' to drop them."
+            )
+        listed.append({"source": part, "row": row, "smiles": smiles})
+    if bad:
+        logger.warning("pretraining corpus: skipped %d invalid SMILES (RDKit rejects them): %s%s", len(bad),
+                       [(d["source"], d["row"]) for d in listed[:20]], " ..." if len(bad) > 20 else "")
+    return len(bad), listed
+
+
+def _first_occurrences(canonical: list[str | None]) -> tuple[list[int], int]:
+    """Positions of the first occurrence of every valid canonical SMILES, and the number of duplicates dropped."""
+    seen: set[str] = set()
+    unique, duplicates = [], 0
+    for pos, smiles in enumerate(canonical):
+        if smiles is None:
+            continue
+        if smiles in seen:
+            duplicates += 1
+        else:
+            seen.add(smiles)
+            unique.append(pos)
+    return unique, duplicates
+
+
+def _without_test_molecules(canonical, unique, test_names, frac, cache_dir, num_proc) -> tuple[list[int], dict]:
+    """``unique`` minus the molecules in the scaffold test split of any of ``test_names``, and how many of the
+    excluded molecules each of those test splits holds."""
+    if not test_names:
+        return unique, {}
+    tests = scaffold_test_smiles(test_names, frac=frac, cache_dir=cache_dir, num_proc=num_proc)
+    all_test = set().union(*tests.values()) if tests else set()
+    kept = [pos for pos in unique if canonical[pos] not in all_test]
+    excluded = {canonical[p] for p in unique} - {canonical[p] for p in kept}
+    return kept, {name: len(smiles & excluded) for name, smiles in tests.items()}
 
 
 def _materialize(smiles: list[str], description: dict, cache_dir: str | None):
@@ -316,15 +307,10 @@ def _materialize(smiles: list[str], description: dict, cache_dir: str | None):
         pq.write_table(pa.table({"smiles": pa.array(smiles, pa.string())}), tmp)
         os.replace(tmp, path)
     ds = hf_datasets.load_dataset("parquet", data_files=str(path), split="train", cache_dir=cache_dir)
-    info = ds.info.copy()
-    info.description = json.dumps({CORPUS_DESCRIPTION_KEY: description})
-    ds._info = info
+    ds.info.description = json.dumps({CORPUS_DESCRIPTION_KEY: description})  # the datasets metadata field
     return ds
 
 
 def corpus_description(ds) -> dict | None:
     """The description dict stored by :func:`load_pretraining_corpus` (``None`` if absent)."""
-    d = getattr(ds, "corpus_description", None)
-    if d is not None:
-        return d
     return description_entry(ds, CORPUS_DESCRIPTION_KEY)
