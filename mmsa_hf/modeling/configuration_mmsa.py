@@ -335,124 +335,12 @@ class MMSAConfig(PreTrainedConfig):
 
     # ------------------------------------------------------------------ validation
     def _validate_mmsa(self) -> None:
-        """Raise `ValueError` on any invalid MMSA field. Also run by the models' ``__init__``, because
+        """Raise `ValueError` on the first invalid MMSA field. Also run by the models' ``__init__``, because
         ``from_pretrained(..., some_field=value)`` sets attributes after ``__post_init__``."""
         self._normalize_fields()
-
-        def fail(msg: str):
-            raise ValueError(f"MMSAConfig: {msg}")
-
-        def positive_int(name: str, minimum: int = 1):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                fail(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-
-        def choice(name: str, options):
-            value = getattr(self, name)
-            if value not in options:
-                fail(f"`{name}` must be one of {list(options)}, got {value!r}.")
-
-        def probability(name: str):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                fail(f"`{name}` must be in [0, 1), got {value!r}.")
-
-        def positive_float(name: str):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
-                fail(f"`{name}` must be a finite number > 0, got {value!r}.")
-
-        for name in (
-            "hidden_size",
-            "graph_num_layers",
-            "graph_hidden_size",
-            "geometry_num_layers",
-            "geometry_hidden_size",
-            "geometry_num_filters",
-            "fusion_num_heads",
-            "fusion_num_layers",
-            "hypergraph_k",
-            "hypergraph_anchor_k",
-            "hypergraph_num_layers",
-            "memory_num_anchors",
-        ):
-            positive_int(name)
-        positive_int("geometry_num_rbf", 2)
-        positive_int("memory_sinkhorn_iterations", 0)
-        positive_int("num_descriptors", 0)
-        if self.fusion_intermediate_size is not None:
-            positive_int("fusion_intermediate_size")
-        if self.classifier_hidden_size is not None:
-            positive_int("classifier_hidden_size")
-        if self.hidden_size % self.fusion_num_heads != 0:
-            fail(f"`hidden_size` ({self.hidden_size}) must be divisible by `fusion_num_heads` ({self.fusion_num_heads}).")
-
-        for name in ("graph_dropout", "fusion_dropout", "hypergraph_dropout", "classifier_dropout", "modality_dropout",
-                     "masked_atom_ratio", "hypergraph_mask_ratio"):
-            probability(name)
-        for name in ("geometry_cutoff", "memory_temperature", "memory_target_temperature", "contrastive_temperature"):
-            positive_float(name)
-        if not isinstance(self.initializer_range, (int, float)) or self.initializer_range < 0:
-            fail(f"`initializer_range` must be >= 0, got {self.initializer_range!r}.")
-
-        for name in ("contrastive_weight", "reconstruction_weight", "hypergraph_weight", "memory_weight",
-                     "masked_attribute_weight", "descriptor_weight"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
-                fail(f"loss weight `{name}` must be a finite number >= 0, got {value!r}.")
-        if not 0.0 <= self.memory_ema_momentum < 1.0:
-            fail(f"`memory_ema_momentum` must be in [0, 1), got {self.memory_ema_momentum!r}.")
-
-        choice("graph_jk", GRAPH_JK_MODES)
-        choice("graph_pooling", POOLING_MODES)
-        choice("geometry_pooling", POOLING_MODES)
-        if not isinstance(self.geometry_shared_filter_network, bool):
-            fail(f"`geometry_shared_filter_network` must be a bool, got {self.geometry_shared_filter_network!r}.")
-        choice("memory_update_rule", MEMORY_UPDATE_RULES)
-        choice("hypergraph_consistency_target", HYPERGRAPH_CONSISTENCY_TARGETS)
-        choice("memory_space", MEMORY_SPACES)
-        choice("reconstruction_loss_type", RECONSTRUCTION_LOSS_TYPES)
-        choice("downstream_embedding", DOWNSTREAM_EMBEDDINGS)
-
-        if len(self.atom_feature_vocab_sizes) != len(ATOM_FEATURE_VOCAB_SIZES) or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.atom_feature_vocab_sizes
-        ):
-            fail(f"`atom_feature_vocab_sizes` must be {len(ATOM_FEATURE_VOCAB_SIZES)} positive integers, got {self.atom_feature_vocab_sizes!r}.")
-        if len(self.bond_feature_vocab_sizes) != len(BOND_FEATURE_VOCAB_SIZES) or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.bond_feature_vocab_sizes
-        ):
-            fail(f"`bond_feature_vocab_sizes` must be {len(BOND_FEATURE_VOCAB_SIZES)} positive integers, got {self.bond_feature_vocab_sizes!r}.")
-
-        for status in self.geometry_missing_statuses:
-            if status not in CONFORMER_STATUSES:
-                fail(f"unknown conformer status {status!r} in `geometry_missing_statuses`; known: {list(CONFORMER_STATUSES)}.")
-
-        if not self.downstream_modalities:
-            fail("`downstream_modalities` must name at least one modality.")
-        enabled = self.enabled_modalities
-        for modality in self.downstream_modalities:
-            if modality not in MODALITIES:
-                fail(f"unknown modality {modality!r} in `downstream_modalities`; known: {list(MODALITIES)}.")
-            if modality not in enabled:
-                fail(f"downstream modality {modality!r} is not enabled (enabled: {list(enabled)}); set use_{modality}=True or drop it.")
-        if len(set(self.downstream_modalities)) != len(self.downstream_modalities):
-            fail(f"`downstream_modalities` has duplicates: {self.downstream_modalities!r}.")
-
-        if self.use_memory and self.hypergraph_anchor_k > self.memory_num_anchors:
-            fail(f"`hypergraph_anchor_k` ({self.hypergraph_anchor_k}) cannot exceed `memory_num_anchors` ({self.memory_num_anchors}).")
-
-        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
-            fail(f"unknown `problem_type` {self.problem_type!r}; use one of {list(PROBLEM_TYPES)} or an alias {list(PROBLEM_TYPE_ALIASES)}.")
-        for name in ("label_mean", "label_std"):
-            value = getattr(self, name)
-            if value is not None and len(value) != self.num_labels:
-                fail(f"`{name}` has {len(value)} entries but `num_labels` is {self.num_labels}.")
-        if self.label_std is not None and any(not s > 0 or math.isinf(s) for s in self.label_std):
-            fail(f"`label_std` must be finite and > 0, got {self.label_std!r}.")
-
-        image = self.image_config
-        if image is not None and getattr(image, "num_channels", 3) != 3:
-            fail("the image encoder expects RGB depictions: `image_config.num_channels` must be 3.")
+        for check in (_value_errors, _feature_errors, _downstream_errors, _task_errors):
+            for message in check(self):
+                raise ValueError(f"MMSAConfig: {message}")
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -506,6 +394,109 @@ class MMSAConfig(PreTrainedConfig):
 
 
 MMSAConfig.register_for_auto_class()
+
+
+# ---------------------------------------------------------------------------------------------- validation
+#: integer fields and their minimum
+INTEGER_FIELDS = {
+    **dict.fromkeys(("hidden_size", "graph_num_layers", "graph_hidden_size", "geometry_num_layers",
+                     "geometry_hidden_size", "geometry_num_filters", "fusion_num_heads", "fusion_num_layers",
+                     "hypergraph_k", "hypergraph_anchor_k", "hypergraph_num_layers", "memory_num_anchors"), 1),
+    "geometry_num_rbf": 2, "memory_sinkhorn_iterations": 0, "num_descriptors": 0,
+}
+OPTIONAL_INTEGER_FIELDS = ("fusion_intermediate_size", "classifier_hidden_size")
+PROBABILITY_FIELDS = ("graph_dropout", "fusion_dropout", "hypergraph_dropout", "classifier_dropout",
+                      "modality_dropout", "masked_atom_ratio", "hypergraph_mask_ratio")
+POSITIVE_FLOAT_FIELDS = ("geometry_cutoff", "memory_temperature", "memory_target_temperature",
+                         "contrastive_temperature")
+LOSS_WEIGHT_FIELDS = ("contrastive_weight", "reconstruction_weight", "hypergraph_weight", "memory_weight",
+                      "masked_attribute_weight", "descriptor_weight")
+CHOICE_FIELDS = {
+    "graph_jk": GRAPH_JK_MODES, "graph_pooling": POOLING_MODES, "geometry_pooling": POOLING_MODES,
+    "memory_update_rule": MEMORY_UPDATE_RULES, "hypergraph_consistency_target": HYPERGRAPH_CONSISTENCY_TARGETS,
+    "memory_space": MEMORY_SPACES, "reconstruction_loss_type": RECONSTRUCTION_LOSS_TYPES,
+    "downstream_embedding": DOWNSTREAM_EMBEDDINGS,
+}
+
+
+def _is_integer(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _value_errors(config):
+    """Field-by-field ranges: sizes, probabilities, temperatures, loss weights, choices."""
+    optional = {name: 1 for name in OPTIONAL_INTEGER_FIELDS if getattr(config, name) is not None}
+    for name, minimum in {**INTEGER_FIELDS, **optional}.items():
+        if not _is_integer(getattr(config, name), minimum):
+            yield f"`{name}` must be an integer >= {minimum}, got {getattr(config, name)!r}."
+    if config.hidden_size % config.fusion_num_heads != 0:
+        yield f"`hidden_size` ({config.hidden_size}) must be divisible by `fusion_num_heads` ({config.fusion_num_heads})."
+    for name in PROBABILITY_FIELDS:
+        if not (isinstance(getattr(config, name), (int, float)) and 0.0 <= getattr(config, name) < 1.0):
+            yield f"`{name}` must be in [0, 1), got {getattr(config, name)!r}."
+    for name in POSITIVE_FLOAT_FIELDS:
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and value > 0 and not math.isinf(value)):
+            yield f"`{name}` must be a finite number > 0, got {value!r}."
+    if not isinstance(config.initializer_range, (int, float)) or config.initializer_range < 0:
+        yield f"`initializer_range` must be >= 0, got {config.initializer_range!r}."
+    for name in LOSS_WEIGHT_FIELDS:
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and value >= 0 and not math.isinf(value)):
+            yield f"loss weight `{name}` must be a finite number >= 0, got {value!r}."
+    if not 0.0 <= config.memory_ema_momentum < 1.0:
+        yield f"`memory_ema_momentum` must be in [0, 1), got {config.memory_ema_momentum!r}."
+    for name, options in CHOICE_FIELDS.items():
+        if getattr(config, name) not in options:
+            yield f"`{name}` must be one of {list(options)}, got {getattr(config, name)!r}."
+    if not isinstance(config.geometry_shared_filter_network, bool):
+        yield f"`geometry_shared_filter_network` must be a bool, got {config.geometry_shared_filter_network!r}."
+
+
+def _feature_errors(config):
+    """The categorical vocabularies of the batch contract and the conformer statuses."""
+    for name, reference in (("atom_feature_vocab_sizes", ATOM_FEATURE_VOCAB_SIZES),
+                            ("bond_feature_vocab_sizes", BOND_FEATURE_VOCAB_SIZES)):
+        sizes = getattr(config, name)
+        if len(sizes) != len(reference) or not all(_is_integer(v, 1) for v in sizes):
+            yield f"`{name}` must be {len(reference)} positive integers, got {sizes!r}."
+    for status in config.geometry_missing_statuses:
+        if status not in CONFORMER_STATUSES:
+            yield f"unknown conformer status {status!r} in `geometry_missing_statuses`; known: {list(CONFORMER_STATUSES)}."
+
+
+def _downstream_errors(config):
+    """The views the property model reads, and the anchors the hypergraph links to."""
+    if not config.downstream_modalities:
+        yield "`downstream_modalities` must name at least one modality."
+    enabled = config.enabled_modalities
+    for modality in config.downstream_modalities or ():
+        if modality not in MODALITIES:
+            yield f"unknown modality {modality!r} in `downstream_modalities`; known: {list(MODALITIES)}."
+        if modality not in enabled:
+            yield (f"downstream modality {modality!r} is not enabled (enabled: {list(enabled)}); "
+                   f"set use_{modality}=True or drop it.")
+    if len(set(config.downstream_modalities or ())) != len(config.downstream_modalities or ()):
+        yield f"`downstream_modalities` has duplicates: {config.downstream_modalities!r}."
+    if config.use_memory and config.hypergraph_anchor_k > config.memory_num_anchors:
+        yield (f"`hypergraph_anchor_k` ({config.hypergraph_anchor_k}) cannot exceed `memory_num_anchors` "
+               f"({config.memory_num_anchors}).")
+
+
+def _task_errors(config):
+    """The property task (problem type, label statistics) and the image encoder's input."""
+    if config.problem_type is not None and config.problem_type not in PROBLEM_TYPES:
+        yield (f"unknown `problem_type` {config.problem_type!r}; use one of {list(PROBLEM_TYPES)} or an alias "
+               f"{list(PROBLEM_TYPE_ALIASES)}.")
+    for name in ("label_mean", "label_std"):
+        value = getattr(config, name)
+        if value is not None and len(value) != config.num_labels:
+            yield f"`{name}` has {len(value)} entries but `num_labels` is {config.num_labels}."
+    if config.label_std is not None and any(not s > 0 or math.isinf(s) for s in config.label_std):
+        yield f"`label_std` must be finite and > 0, got {config.label_std!r}."
+    image = config.image_config
+    if image is not None and getattr(image, "num_channels", 3) != 3:
+        yield "the image encoder expects RGB depictions: `image_config.num_channels` must be 3."
 
 __all__ = [
     "ATOM_FEATURE_VOCAB_SIZES",
