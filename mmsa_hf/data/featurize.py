@@ -219,9 +219,7 @@ def _merge_description(ds, key: str, payload: dict) -> None:
     except (ValueError, TypeError):
         d = {"description": ds.info.description} if ds.info.description else {}
     d[key] = payload
-    info = ds.info.copy()
-    info.description = json.dumps(d)
-    ds._info = info
+    ds.info.description = json.dumps(d)  # the datasets metadata field of this (new) dataset
 
 
 def featurize_dataset(
@@ -263,96 +261,79 @@ def featurize_dataset(
             load_from_cache_file, writer_batch_size, desc,
         )  # fmt: skip
 
-    import datasets
-
-    if smiles_column not in dataset.column_names:
-        raise ValueError(f"featurize_dataset: no column {smiles_column!r} (columns: {dataset.column_names})")
-    clash = [c for c in RECORD_COLUMNS if c in dataset.column_names]
-    if clash:
-        raise ValueError(f"featurize_dataset: the dataset already has record columns {clash} (featurised twice?)")
+    _check_featurizable(dataset, smiles_column)
     has_row_index = "row_index" in dataset.column_names
     keep_columns = list(dataset.column_names)
-
     proc_fp = processor_fingerprint(processor)
-    fp_payload = json.dumps(
-        {
-            "dataset": dataset._fingerprint,
-            "processor": proc_fp,
-            "on_error": on_error,
-            "smiles_column": smiles_column,
-            "format": FEATURIZE_FORMAT_VERSION,
-            "rdkit": rdkit_version(),
-        },
-        sort_keys=True,
-    )
-    new_fingerprint = hashlib.sha256(fp_payload.encode()).hexdigest()[:32]
-
-    in_features = dataset.features
-    features = datasets.Features(
-        {
-            **{c: in_features[c] for c in keep_columns},
-            **({} if has_row_index else {"row_index": datasets.Value("int64")}),
-            **record_features(processor_views(processor)),
-        }
-    )
-    if num_proc is not None and num_proc <= 1:
-        num_proc = None
+    new_fingerprint = _featurized_fingerprint(dataset, proc_fp, on_error, smiles_column)
     if not dataset.cache_files:
         logger.info(
             "featurize_dataset: the dataset is in memory, so datasets cannot cache the featurisation on disk; "
             "load it with datasets.load_dataset / load_from_disk to get a cached result"
         )
-    ctx = accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext()
-    with ctx:
+    with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():
         out = dataset.map(
             _featurize_batch,
             batched=True,
             batch_size=batch_size,
             with_indices=True,
             remove_columns=dataset.column_names,
-            features=features,
-            fn_kwargs={
-                "processor": processor,
-                "on_error": on_error,
-                "smiles_column": smiles_column,
-                "keep_columns": keep_columns,
-                "has_row_index": has_row_index,
-            },
-            num_proc=num_proc,
+            features=_featurized_features(dataset, processor, has_row_index),
+            fn_kwargs={"processor": processor, "on_error": on_error, "smiles_column": smiles_column,
+                       "keep_columns": keep_columns, "has_row_index": has_row_index},
+            num_proc=None if num_proc is not None and num_proc <= 1 else num_proc,
             new_fingerprint=new_fingerprint,
             load_from_cache_file=load_from_cache_file,
             writer_batch_size=writer_batch_size,
             desc=desc or "MMSA featurisation",
         )
+    report = _featurize_report(dataset, out, on_error, has_row_index)
+    report.update(processor_sha256=proc_fp, fingerprint=new_fingerprint)
+    _merge_description(out, FEATURIZE_DESCRIPTION_KEY, report)
+    out.dropped_rows, out.featurize_report = report["dropped_row_index"], report  # documented shortcuts
+    return out
 
-    # report dropped / masked rows (recomputed from the data, so cache hits report them too)
+
+def _check_featurizable(dataset, smiles_column: str) -> None:
+    if smiles_column not in dataset.column_names:
+        raise ValueError(f"featurize_dataset: no column {smiles_column!r} (columns: {dataset.column_names})")
+    clash = [c for c in RECORD_COLUMNS if c in dataset.column_names]
+    if clash:
+        raise ValueError(f"featurize_dataset: the dataset already has record columns {clash} (featurised twice?)")
+
+
+def _featurized_fingerprint(dataset, processor_sha256: str, on_error: str, smiles_column: str) -> str:
+    """The cache key of the featurised dataset: the input's fingerprint, the processor's settings, the error
+    policy, the record format and the RDKit version."""
+    payload = {"dataset": dataset._fingerprint, "processor": processor_sha256, "on_error": on_error,
+               "smiles_column": smiles_column, "format": FEATURIZE_FORMAT_VERSION, "rdkit": rdkit_version()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _featurized_features(dataset, processor, has_row_index: bool):
+    """The input columns, ``row_index`` and the record columns of the processor's views."""
+    import datasets
+
+    return datasets.Features({
+        **{c: dataset.features[c] for c in dataset.column_names},
+        **({} if has_row_index else {"row_index": datasets.Value("int64")}),
+        **record_features(processor_views(processor)),
+    })
+
+
+def _featurize_report(dataset, out, on_error: str, has_row_index: bool) -> dict:
+    """Dropped and masked rows, recomputed from the data (so a cache hit reports them too), logged."""
     in_rows = dataset["row_index"][:] if has_row_index else range(len(dataset))
     out_rows = set(out["row_index"][:])
     dropped = [int(i) for i in in_rows if i not in out_rows]
     n_masked = 0 if on_error != "mask" else int(len(out) - sum(out["valid"][:]))
     if dropped:
-        logger.warning(
-            "featurize_dataset: %d molecule(s) could not be featurised and were dropped (on_error='skip'); "
-            "row_index: %s",
-            len(dropped),
-            dropped,
-        )
+        logger.warning("featurize_dataset: %d molecule(s) could not be featurised and were dropped "
+                       "(on_error='skip'); row_index: %s", len(dropped), dropped)
     if n_masked:
         logger.warning("featurize_dataset: %d molecule(s) replaced by placeholders (valid=False)", n_masked)
-    report = {
-        "on_error": on_error,
-        "n_input": len(dataset),
-        "n_output": len(out),
-        "n_dropped": len(dropped),
-        "dropped_row_index": dropped,
-        "n_masked": n_masked,
-        "processor_sha256": proc_fp,
-        "fingerprint": new_fingerprint,
-    }
-    _merge_description(out, FEATURIZE_DESCRIPTION_KEY, report)
-    out.dropped_rows = dropped
-    out.featurize_report = report
-    return out
+    return {"on_error": on_error, "n_input": len(dataset), "n_output": len(out), "n_dropped": len(dropped),
+            "dropped_row_index": dropped, "n_masked": n_masked}
 
 
 def _is_dataset_dict(obj) -> bool:
@@ -376,8 +357,7 @@ def _featurize_dict(dsd, processor, *args):
 
 
 def featurize_report(ds) -> dict | None:
-    """The featurisation report (``on_error``, ``n_dropped``, ``dropped_row_index``, ``n_masked`` ...)."""
-    rep = getattr(ds, "featurize_report", None)
-    if rep is not None:
-        return rep
-    return description_entry(ds, FEATURIZE_DESCRIPTION_KEY)
+    """The featurisation report (``on_error``, ``n_dropped``, ``dropped_row_index``, ``n_masked`` ...): the
+    dataset's ``featurize_report`` attribute, else the copy in ``info.description`` (which survives ``map``)."""
+    report = getattr(ds, "featurize_report", None)
+    return report if report is not None else description_entry(ds, FEATURIZE_DESCRIPTION_KEY)

@@ -283,6 +283,7 @@ def _prepare_data(args: PretrainArguments, accelerator, config, num_proc: int) -
             corpus = corpus.shuffle(seed=args.seed).select(range(args.max_molecules))
             corpus_info["subsample"] = {"max_molecules": args.max_molecules, "seed": args.seed}
         featurized = featurize_dataset(corpus, processor, num_proc=num_proc, on_error="skip", accelerator=accelerator)
+        corpus_info.update(featurization=featurize_report(featurized), molecules_used=len(featurized))
         if args.descriptor_targets and len(featurized):
             featurized = add_descriptors(featurized, num_proc=num_proc)
     if len(featurized) == 0:
@@ -293,7 +294,6 @@ def _prepare_data(args: PretrainArguments, accelerator, config, num_proc: int) -
         collate_fn=MMSACollator(processor, descriptor_normalizer=normalizer), num_workers=args.dataloader_workers,
         generator=torch.Generator().manual_seed(args.seed),
     )
-    corpus_info.update(featurization=featurize_report(featurized), molecules_used=len(featurized))
     return {"processor": processor, "corpus_info": corpus_info, "normalizer": normalizer,
             "normalizer_file": NORMALIZER_FILE, "loader": loader}
 
