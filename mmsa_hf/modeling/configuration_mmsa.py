@@ -214,8 +214,12 @@ class MMSAConfig(PreTrainedConfig):
         num_labels (`int`), problem_type (`str`): the property task. ``problem_type`` takes the transformers names
             `"multi_label_classification"` (binary / multi-task binary, BCE with NaN labels masked),
             `"single_label_classification"` (multi-class, cross-entropy) and `"regression"` (MSE on normalised
-            labels), or the aliases `"binary"`, `"multi_label"`, `"multi_task"`, `"multi_class"`. `None` means
-            `"multi_label_classification"`.
+            labels), or the aliases `"binary"`, `"multi_label"`, `"multi_task"`, `"multi_class"`.
+
+            .. warning:: **`None` means `"multi_label_classification"`, even with `num_labels=1`.** transformers'
+               sequence-classification models treat `problem_type=None` with `num_labels=1` as *regression*; here
+               a single unlabelled task is a binary endpoint (MoleculeNet's common case). Set
+               `problem_type="regression"` for a regression task (``mmsa finetune --task_type regression`` does).
         label_mean (`list[float]`, *optional*), label_std (`list[float]`, *optional*): regression label
             normalisation; the model regresses ``(y - mean) / std`` and de-normalises its predictions.
         classifier_dropout (`float`, defaults to 0.0), classifier_hidden_size (`int`, *optional*): property head,

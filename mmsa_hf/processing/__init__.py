@@ -10,6 +10,7 @@ from .feature_extraction_mmsa import (
     CONFORMER_STATUSES,
     MMSAFeatureExtractor,
     MoleculeError,
+    conformer_status_names,
 )
 from .image_processing_mmsa import MMSAImageProcessor, decode_png, encode_png
 from .processing_mmsa import VIEWS, MMSAProcessor
@@ -24,6 +25,7 @@ __all__ = [
     "MMSAProcessor",
     "MoleculeError",
     "VIEWS",
+    "conformer_status_names",
     "decode_png",
     "encode_png",
 ]

@@ -41,6 +41,18 @@ STATUS_2D_FALLBACK = CONFORMER_STATUSES.index("2d_fallback")
 STATUS_PROVIDED = CONFORMER_STATUSES.index("provided")
 STATUS_INVALID = CONFORMER_STATUSES.index("invalid")
 
+
+
+def conformer_status_names(status) -> list[str]:
+    """The names of ``conformer_status`` codes (a batch's long tensor, an array or a list of ints), e.g.
+    ``["etkdg", "invalid"]`` for ``tensor([0, 4])``; an unknown code raises a ``ValueError`` naming it."""
+    codes = status.tolist() if hasattr(status, "tolist") else list(status)
+    unknown = [code for code in codes if not 0 <= int(code) < len(CONFORMER_STATUSES)]
+    if unknown:
+        raise ValueError(f"conformer_status: unknown code(s) {unknown}; known: {dict(enumerate(CONFORMER_STATUSES))}")
+    return [CONFORMER_STATUSES[int(code)] for code in codes]
+
+
 FRAGMENT_POLICIES = ("all", "largest")
 FORCE_FIELDS = ("mmff", "uff", "none")
 

@@ -193,3 +193,15 @@ def test_records_round_trip_through_datasets(processor, bbbp, fmt):
     expected, got = processor.collate(records), processor.collate([table[i] for i in range(len(table))])
     for key, value in expected.items():
         assert torch.equal(got[key], value) if isinstance(value, torch.Tensor) else got[key] == value, key
+
+
+def test_conformer_status_codes_have_names(bbbp_small_batch):
+    from mmsa_hf.processing import CONFORMER_STATUSES, conformer_status_names
+
+    names = conformer_status_names(bbbp_small_batch["conformer_status"])
+    assert len(names) == bbbp_small_batch["conformer_status"].numel()
+    assert all(CONFORMER_STATUSES[code] == name
+               for code, name in zip(bbbp_small_batch["conformer_status"].tolist(), names))
+    assert conformer_status_names([0, 4]) == ["etkdg", "invalid"]
+    with pytest.raises(ValueError, match="unknown code"):
+        conformer_status_names([7])
