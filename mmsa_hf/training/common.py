@@ -304,3 +304,36 @@ def resolve_mixed_precision(requested: str, on_cpu: bool) -> str:
         "Sapphire Rapids or AMD Zen 4 or newer."
     )
     return "no"
+
+
+# ------------------------------------------------------------------------------------------------ command lines
+def argument_help(text: str, **extra) -> dict[str, Any]:
+    """``field(metadata=...)`` for ``HfArgumentParser``: the help text and any ``add_argument`` keyword."""
+    return {"help": text, **extra}
+
+
+def dataclass_parser(arguments_class, prog: str, description: str, epilog: str, add_help: bool = True):
+    """``HfArgumentParser`` over ``arguments_class`` (each ``--a_flag`` also accepted as ``--a-flag``)."""
+    import argparse
+
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(arguments_class, prog=prog, add_help=add_help, epilog=epilog, description=description,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def arguments_from_namespace(arguments_class, namespace):
+    """``arguments_class`` from a parsed namespace (extra keys, such as the CLI's ``command``, ignored); its
+    ``__post_init__`` raises ``ValueError`` on a bad combination."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(arguments_class)}
+    return arguments_class(**{k: v for k, v in vars(namespace).items() if k in names})
+
+
+def parse_arguments(parser, arguments_class, argv):
+    """Parse ``argv`` into ``arguments_class``; a bad value or combination is a usage error (exit 2)."""
+    try:
+        return arguments_from_namespace(arguments_class, parser.parse_args(argv))
+    except ValueError as err:
+        parser.error(str(err))

@@ -29,14 +29,18 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from .common import arguments_from_namespace as common_arguments_from_namespace
 from .common import (
+    argument_help,
+    dataclass_parser,
+    parse_arguments,
     PRESET_IMAGE_SIZE,
     JsonlLog,
     Timer,
@@ -52,55 +56,50 @@ from .graph_batches import GraphTensorSet, RowCollatedSet
 from .metrics import classification_metrics, regression_metrics
 
 
-def _help(text: str, **extra) -> dict[str, Any]:
-    """``field(metadata=...)`` for ``HfArgumentParser``: the help text and any ``add_argument`` keyword."""
-    return {"help": text, **extra}
-
-
 @dataclass
 class FinetuneArguments:
     """Every setting of a fine-tuning run (saved in ``results.json``); the command line is generated from these
     fields by ``transformers.HfArgumentParser`` (each ``--a_flag`` is also accepted as ``--a-flag``)."""
 
-    model: str | None = field(default=None, metadata=_help("pretrained checkpoint: a local directory or a Hub id"))
-    from_scratch: bool = field(default=False, metadata=_help("random initialisation from --config instead of --model"))
+    model: str | None = field(default=None, metadata=argument_help("pretrained checkpoint: a local directory or a Hub id"))
+    from_scratch: bool = field(default=False, metadata=argument_help("random initialisation from --config instead of --model"))
     config: str = field(default="small",
-                        metadata=_help("for --from_scratch: preset (tiny/small/base), config .json or checkpoint dir"))
-    dataset: str = field(default="bbbp", metadata=_help("MoleculeNet name or a CSV/Parquet path / Hub dataset id"))
-    smiles_column: str | None = field(default=None, metadata=_help("SMILES column of a --dataset table"))
-    label_columns: list[str] | None = field(default=None, metadata=_help("label columns of a --dataset table"))
-    task_type: str | None = field(default=None, metadata=_help("of a --dataset table",
+                        metadata=argument_help("for --from_scratch: preset (tiny/small/base), config .json or checkpoint dir"))
+    dataset: str = field(default="bbbp", metadata=argument_help("MoleculeNet name or a CSV/Parquet path / Hub dataset id"))
+    smiles_column: str | None = field(default=None, metadata=argument_help("SMILES column of a --dataset table"))
+    label_columns: list[str] | None = field(default=None, metadata=argument_help("label columns of a --dataset table"))
+    task_type: str | None = field(default=None, metadata=argument_help("of a --dataset table",
                                                                choices=["classification", "regression"]))
-    split: str = field(default="scaffold", metadata=_help("data split",
+    split: str = field(default="scaffold", metadata=argument_help("data split",
                                                           choices=["scaffold", "balanced_scaffold", "random"]))
-    data_seed: int = field(default=0, metadata=_help("seed of the data split (balanced_scaffold/random)"))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata=_help("model seeds, one run each"))
-    max_train_molecules: int | None = field(default=None, metadata=_help("use only the first N training molecules"))
-    epochs: int = field(default=100, metadata=_help("fixed epoch budget (the LR schedule spans it)"))
+    data_seed: int = field(default=0, metadata=argument_help("seed of the data split (balanced_scaffold/random)"))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata=argument_help("model seeds, one run each"))
+    max_train_molecules: int | None = field(default=None, metadata=argument_help("use only the first N training molecules"))
+    epochs: int = field(default=100, metadata=argument_help("fixed epoch budget (the LR schedule spans it)"))
     patience: int | None = field(default=None,
-                                 metadata=_help("optional early stopping patience in epochs (default: off)"))
-    batch_size: int = field(default=32, metadata=_help("molecules per step"))
-    learning_rate: float = field(default=1e-3, metadata=_help("peak learning rate of the head"))
+                                 metadata=argument_help("optional early stopping patience in epochs (default: off)"))
+    batch_size: int = field(default=32, metadata=argument_help("molecules per step"))
+    learning_rate: float = field(default=1e-3, metadata=argument_help("peak learning rate of the head"))
     backbone_learning_rate: float | None = field(
-        default=None, metadata=_help("peak learning rate of the backbone (the pretrained part); "
+        default=None, metadata=argument_help("peak learning rate of the backbone (the pretrained part); "
                                      "defaults to --learning_rate"))
-    warmup_ratio: float = field(default=0.05, metadata=_help("linear warmup share of the steps, then cosine"))
-    max_grad_norm: float = field(default=5.0, metadata=_help("gradient clipping (0 = off)"))
-    weight_decay: float = field(default=0.0, metadata=_help("Adam weight decay"))
+    warmup_ratio: float = field(default=0.05, metadata=argument_help("linear warmup share of the steps, then cosine"))
+    max_grad_norm: float = field(default=5.0, metadata=argument_help("gradient clipping (0 = off)"))
+    weight_decay: float = field(default=0.0, metadata=argument_help("Adam weight decay"))
     dropout: float | None = field(
-        default=None, metadata=_help("fine-tuning dropout of the GIN layers and the head (Hu et al. use 0.5); "
+        default=None, metadata=argument_help("fine-tuning dropout of the GIN layers and the head (Hu et al. use 0.5); "
                                      "default: the checkpoint's"))
     downstream_modalities: list[str] | None = field(
-        default=None, metadata=_help("views the property model reads", choices=["graph", "image", "geometry"]))
-    image_size: int | None = field(default=None, metadata=_help("depiction size (image view only)"))
-    mixed_precision: str = field(default="no", metadata=_help("autocast dtype", choices=["no", "fp16", "bf16"]))
-    num_proc: int = field(default=1, metadata=_help("processes for featurization (datasets.map)"))
-    output_dir: str = field(default="runs/finetune", metadata=_help("results.json, curves and the seed folders"))
+        default=None, metadata=argument_help("views the property model reads", choices=["graph", "image", "geometry"]))
+    image_size: int | None = field(default=None, metadata=argument_help("depiction size (image view only)"))
+    mixed_precision: str = field(default="no", metadata=argument_help("autocast dtype", choices=["no", "fp16", "bf16"]))
+    num_proc: int = field(default=1, metadata=argument_help("processes for featurization (datasets.map)"))
+    output_dir: str = field(default="runs/finetune", metadata=argument_help("results.json, curves and the seed folders"))
     save_checkpoints: bool = field(default=True,
-                                   metadata=_help("save the best-validation model of each seed (--no_save_checkpoints)"))
-    cpu: bool = field(default=False, metadata=_help("force CPU even where CUDA is available"))
-    push_to_hub: bool = field(default=False, metadata=_help("push the best seed's model (needs --hub_model_id)"))
-    hub_model_id: str | None = field(default=None, metadata=_help("namespace/name of the Hub repo"))
+                                   metadata=argument_help("save the best-validation model of each seed (--no_save_checkpoints)"))
+    cpu: bool = field(default=False, metadata=argument_help("force CPU even where CUDA is available"))
+    push_to_hub: bool = field(default=False, metadata=argument_help("push the best seed's model (needs --hub_model_id)"))
+    hub_model_id: str | None = field(default=None, metadata=argument_help("namespace/name of the Hub repo"))
 
     def __post_init__(self):
         if not self.model and not self.from_scratch:
@@ -111,6 +110,8 @@ class FinetuneArguments:
             raise ValueError("--push_to_hub needs --hub_model_id")
 
 
+DESCRIPTION = ("Fine-tune MMSA on a MoleculeNet set or a CSV; multi-seed, fixed epoch budget, test at the "
+               "best-validation epoch and at the last epoch.")
 EXAMPLES = (
     "examples:\n"
     "  accelerate launch --cpu --num_processes 1 scripts/finetune.py --model runs/pretrain-small/final --dataset bbbp\n"
@@ -123,30 +124,18 @@ EXAMPLES = (
 
 
 def build_parser(prog: str = "finetune", add_help: bool = True) -> argparse.ArgumentParser:
-    """The command line of :class:`FinetuneArguments` (``HfArgumentParser``)."""
-    from transformers import HfArgumentParser
-
-    return HfArgumentParser(
-        FinetuneArguments, prog=prog, add_help=add_help, epilog=EXAMPLES,
-        description="Fine-tune MMSA on a MoleculeNet set or a CSV; multi-seed, fixed epoch budget, "
-                    "test at the best-validation epoch and at the last epoch.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    """The command line of :class:`FinetuneArguments`."""
+    return dataclass_parser(FinetuneArguments, prog, DESCRIPTION, EXAMPLES, add_help)
 
 
 def arguments_from_namespace(namespace: argparse.Namespace) -> FinetuneArguments:
-    """:class:`FinetuneArguments` from a parsed namespace (extra keys, such as the CLI's ``command``, ignored)."""
-    names = {f.name for f in fields(FinetuneArguments)}
-    return FinetuneArguments(**{k: v for k, v in vars(namespace).items() if k in names})
+    """:class:`FinetuneArguments` from a parsed namespace (the CLI's extra keys ignored)."""
+    return common_arguments_from_namespace(FinetuneArguments, namespace)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> FinetuneArguments:
-    """Parse command-line options into :class:`FinetuneArguments` (a bad combination is a usage error, exit 2)."""
-    parser = build_parser()
-    try:
-        return arguments_from_namespace(parser.parse_args(argv))
-    except ValueError as err:
-        parser.error(str(err))
+    """Parse command-line options into :class:`FinetuneArguments` (a bad value or combination exits 2)."""
+    return parse_arguments(build_parser(), FinetuneArguments, argv)
 
 
 # ------------------------------------------------------------------------------------------------ data

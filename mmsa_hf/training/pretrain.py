@@ -13,13 +13,17 @@ import argparse
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from .common import arguments_from_namespace as common_arguments_from_namespace
 from .common import (
+    argument_help,
+    dataclass_parser,
+    parse_arguments,
     PRESET_IMAGE_SIZE,
     JsonlLog,
     apply_thread_policy,
@@ -40,61 +44,56 @@ from ..atomic import atomic_directory
 TRAINING_STATE_FILE = "mmsa_training_state.json"
 
 
-def _help(text: str, **extra) -> dict[str, Any]:
-    """``field(metadata=...)`` for ``HfArgumentParser``: the help text and any ``add_argument`` keyword."""
-    return {"help": text, **extra}
-
-
 @dataclass
 class PretrainArguments:
     """Every setting of a pretraining run (saved as ``run_config.json``); the command line is generated from these
     fields by ``transformers.HfArgumentParser`` (each ``--a_flag`` is also accepted as ``--a-flag``)."""
 
-    config: str = field(default="small", metadata=_help("preset (tiny/small/base), config .json or checkpoint dir"))
-    output_dir: str = field(default="runs/pretrain-small", metadata=_help("run folder (checkpoints, final/, logs)"))
+    config: str = field(default="small", metadata=argument_help("preset (tiny/small/base), config .json or checkpoint dir"))
+    output_dir: str = field(default="runs/pretrain-small", metadata=argument_help("run folder (checkpoints, final/, logs)"))
     corpus: str = field(default="moleculenet",
-                        metadata=_help("'moleculenet' (default), a CSV/Parquet path or a Hub dataset id"))
-    smiles_column: str | None = field(default=None, metadata=_help("SMILES column of a --corpus table"))
-    include_test: bool = field(default=False, metadata=_help("keep downstream scaffold-test molecules in the corpus"))
-    max_molecules: int | None = field(default=None, metadata=_help("seeded subsample of the corpus"))
-    num_epochs: int = field(default=1, metadata=_help("passes over the corpus (unless --max_steps)"))
-    max_steps: int | None = field(default=None, metadata=_help("optimizer steps; overrides --num_epochs"))
+                        metadata=argument_help("'moleculenet' (default), a CSV/Parquet path or a Hub dataset id"))
+    smiles_column: str | None = field(default=None, metadata=argument_help("SMILES column of a --corpus table"))
+    include_test: bool = field(default=False, metadata=argument_help("keep downstream scaffold-test molecules in the corpus"))
+    max_molecules: int | None = field(default=None, metadata=argument_help("seeded subsample of the corpus"))
+    num_epochs: int = field(default=1, metadata=argument_help("passes over the corpus (unless --max_steps)"))
+    max_steps: int | None = field(default=None, metadata=argument_help("optimizer steps; overrides --num_epochs"))
     time_budget_minutes: float | None = field(default=None,
-                                              metadata=_help("stop training (and save) after this much wall time"))
-    batch_size: int = field(default=64, metadata=_help("per-process batch size"))
-    learning_rate: float = field(default=1e-3, metadata=_help("peak AdamW learning rate (warmup, then cosine)"))
-    weight_decay: float = field(default=1e-5, metadata=_help("AdamW weight decay"))
-    warmup_ratio: float = field(default=0.05, metadata=_help("linear warmup share of the steps"))
-    max_grad_norm: float = field(default=5.0, metadata=_help("gradient clipping (0 = off)"))
-    gradient_accumulation_steps: int = field(default=1, metadata=_help("batches per optimizer step"))
-    mixed_precision: str = field(default="no", metadata=_help("autocast dtype", choices=["no", "fp16", "bf16"]))
-    seed: int = field(default=0, metadata=_help("seed of the model, the data order and the subsample"))
-    image_size: int | None = field(default=None, metadata=_help(f"depiction size; default by preset {PRESET_IMAGE_SIZE}"))
-    num_proc: int = field(default=1, metadata=_help("processes for featurization (datasets.map)"))
-    dataloader_workers: int = field(default=0, metadata=_help("DataLoader worker processes"))
-    checkpointing_steps: int = field(default=200, metadata=_help("save a resumable checkpoint every N steps (0 = off)"))
-    checkpoint_total_limit: int = field(default=2, metadata=_help("checkpoints kept"))
-    resume_from_checkpoint: str | None = field(default=None, metadata=_help("checkpoint folder, or 'latest'"))
-    log_every: int = field(default=10, metadata=_help("steps between metrics.jsonl records"))
-    no_image: bool = field(default=False, metadata=_help("ablation: disable the image view"))
-    no_geometry: bool = field(default=False, metadata=_help("ablation: disable the 3D view"))
-    no_hypergraph: bool = field(default=False, metadata=_help("ablation: disable the hypergraph"))
-    no_memory: bool = field(default=False, metadata=_help("ablation: disable the memory bank"))
+                                              metadata=argument_help("stop training (and save) after this much wall time"))
+    batch_size: int = field(default=64, metadata=argument_help("per-process batch size"))
+    learning_rate: float = field(default=1e-3, metadata=argument_help("peak AdamW learning rate (warmup, then cosine)"))
+    weight_decay: float = field(default=1e-5, metadata=argument_help("AdamW weight decay"))
+    warmup_ratio: float = field(default=0.05, metadata=argument_help("linear warmup share of the steps"))
+    max_grad_norm: float = field(default=5.0, metadata=argument_help("gradient clipping (0 = off)"))
+    gradient_accumulation_steps: int = field(default=1, metadata=argument_help("batches per optimizer step"))
+    mixed_precision: str = field(default="no", metadata=argument_help("autocast dtype", choices=["no", "fp16", "bf16"]))
+    seed: int = field(default=0, metadata=argument_help("seed of the model, the data order and the subsample"))
+    image_size: int | None = field(default=None, metadata=argument_help(f"depiction size; default by preset {PRESET_IMAGE_SIZE}"))
+    num_proc: int = field(default=1, metadata=argument_help("processes for featurization (datasets.map)"))
+    dataloader_workers: int = field(default=0, metadata=argument_help("DataLoader worker processes"))
+    checkpointing_steps: int = field(default=200, metadata=argument_help("save a resumable checkpoint every N steps (0 = off)"))
+    checkpoint_total_limit: int = field(default=2, metadata=argument_help("checkpoints kept"))
+    resume_from_checkpoint: str | None = field(default=None, metadata=argument_help("checkpoint folder, or 'latest'"))
+    log_every: int = field(default=10, metadata=argument_help("steps between metrics.jsonl records"))
+    no_image: bool = field(default=False, metadata=argument_help("ablation: disable the image view"))
+    no_geometry: bool = field(default=False, metadata=argument_help("ablation: disable the 3D view"))
+    no_hypergraph: bool = field(default=False, metadata=argument_help("ablation: disable the hypergraph"))
+    no_memory: bool = field(default=False, metadata=argument_help("ablation: disable the memory bank"))
     no_masked_attributes: bool = field(
-        default=False, metadata=_help("ablation: no masked atom/bond attribute term (masked_atom_ratio=0)"))
+        default=False, metadata=argument_help("ablation: no masked atom/bond attribute term (masked_atom_ratio=0)"))
     descriptor_targets: bool = field(
         default=False,
-        metadata=_help("add the descriptor term: regress ~210 normalised RDKit descriptors from the pooled 2D encoder"))
+        metadata=argument_help("add the descriptor term: regress ~210 normalised RDKit descriptors from the pooled 2D encoder"))
     legacy_objectives: bool = field(
         default=False,
-        metadata=_help("ablation: the first implementation's objective (no masked attributes, "
+        metadata=argument_help("ablation: the first implementation's objective (no masked attributes, "
                        "memory_space='fused_ema', hypergraph_consistency_target='fused')"))
     config_overrides: str | None = field(
-        default=None, metadata=_help('JSON object of MMSAConfig fields, e.g. \'{"masked_atom_ratio": 0.25}\''))
-    cpu: bool = field(default=False, metadata=_help("force CPU even where CUDA is available"))
-    push_to_hub: bool = field(default=False, metadata=_help("push final/ to the Hub (needs --hub_model_id)"))
-    hub_model_id: str | None = field(default=None, metadata=_help("namespace/name of the Hub repo"))
-    hub_private: bool = field(default=False, metadata=_help("create the Hub repo private"))
+        default=None, metadata=argument_help('JSON object of MMSAConfig fields, e.g. \'{"masked_atom_ratio": 0.25}\''))
+    cpu: bool = field(default=False, metadata=argument_help("force CPU even where CUDA is available"))
+    push_to_hub: bool = field(default=False, metadata=argument_help("push final/ to the Hub (needs --hub_model_id)"))
+    hub_model_id: str | None = field(default=None, metadata=argument_help("namespace/name of the Hub repo"))
+    hub_private: bool = field(default=False, metadata=argument_help("create the Hub repo private"))
 
     def __post_init__(self):
         if self.config_overrides is not None:
@@ -108,6 +107,7 @@ class PretrainArguments:
         return _json_object(self.config_overrides) if self.config_overrides else {}
 
 
+DESCRIPTION = "Self-supervised MMSA pretraining (image + 2D graph + 3D views, hypergraph, memory bank)."
 EXAMPLES = (
     "examples:\n"
     "  accelerate launch --cpu --num_processes 1 scripts/pretrain.py --config small\n"
@@ -119,14 +119,8 @@ EXAMPLES = (
 
 
 def build_parser(prog: str = "pretrain", add_help: bool = True) -> argparse.ArgumentParser:
-    """The command line of :class:`PretrainArguments` (``HfArgumentParser``)."""
-    from transformers import HfArgumentParser
-
-    return HfArgumentParser(
-        PretrainArguments, prog=prog, add_help=add_help, epilog=EXAMPLES,
-        description="Self-supervised MMSA pretraining (image + 2D graph + 3D views, hypergraph, memory bank).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    """The command line of :class:`PretrainArguments`."""
+    return dataclass_parser(PretrainArguments, prog, DESCRIPTION, EXAMPLES, add_help)
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -141,18 +135,13 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def arguments_from_namespace(namespace: argparse.Namespace) -> PretrainArguments:
-    """:class:`PretrainArguments` from a parsed namespace (extra keys, such as the CLI's ``command``, ignored)."""
-    names = {f.name for f in fields(PretrainArguments)}
-    return PretrainArguments(**{k: v for k, v in vars(namespace).items() if k in names})
+    """:class:`PretrainArguments` from a parsed namespace (the CLI's extra keys ignored)."""
+    return common_arguments_from_namespace(PretrainArguments, namespace)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> PretrainArguments:
-    """Parse command-line options into :class:`PretrainArguments` (a bad value is a usage error, exit 2)."""
-    parser = build_parser()
-    try:
-        return arguments_from_namespace(parser.parse_args(argv))
-    except ValueError as err:
-        parser.error(str(err))
+    """Parse command-line options into :class:`PretrainArguments` (a bad value or combination exits 2)."""
+    return parse_arguments(build_parser(), PretrainArguments, argv)
 
 
 def _config_overrides(args: PretrainArguments) -> dict[str, Any]:
