@@ -369,8 +369,25 @@ def generate_model_card(
     rows = _normalise_results(results)
     info = _model_info(model)
     auto_class = auto_class_for(model)
-    repo = repo_id or "<repo_id>"
+    card_data = _card_metadata(training_info, rows, auto_class, processor is not None, base_model, extra_tags, license)
+    if design_choices is None:
+        design_choices = list(getattr(info.get("config"), "design_choices", None) or DESIGN_CHOICES)
+    body = [
+        *_introduction(repo_id, auto_class),
+        _config_section(info),
+        "",
+        _training_section(training_info) if training_info else "## Pretraining\n\nNo pretraining information was "
+        "recorded for this checkpoint.",
+        "",
+        *([_results_section(rows), ""] if rows else []),
+        _usage_section(repo_id or "<repo_id>", auto_class, processor is not None),
+        *_closing_sections(design_choices),
+    ]
+    return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body)))
 
+
+def _card_metadata(training_info, rows, auto_class, has_processor, base_model, extra_tags, license):
+    """The YAML header: datasets (names or Hub ids, never local files), metrics and tags."""
     datasets: list[str] = []
     corpus = training_info.get("corpus") or {}
     names = [p.get("name") if isinstance(p, Mapping) else p for p in corpus.get("parts") or []]
@@ -382,13 +399,13 @@ def generate_model_card(
     metrics = sorted({r["metric"] for r in rows})
     is_backbone = auto_class in ("AutoModel", "AutoModelForPreTraining")
     tags = list(BASE_TAGS) + [t for t in (extra_tags or []) if t not in BASE_TAGS]
-    if processor is not None:  # save_for_hub then declares the custom pipelines in config.json
+    if has_processor:  # save_for_hub then declares the custom pipelines in config.json
         tags.append("molecular-feature-extraction" if is_backbone else "molecular-property-prediction")
     if training_info:
         tags.append("pretrained")
     if rows:
         tags.append("fine-tuned")
-    card_data = ModelCardData(
+    return ModelCardData(
         library_name="transformers",
         license=license,
         tags=list(dict.fromkeys(tags)),
@@ -398,16 +415,14 @@ def generate_model_card(
         base_model=base_model,
     )
 
-    choices = design_choices
-    if choices is None:
-        choices = list(getattr(info.get("config"), "design_choices", None) or DESIGN_CHOICES)
 
-    title = repo.split("/")[-1] if repo_id else "MMSA"
+def _introduction(repo_id: str | None, auto_class: str) -> list[str]:
+    title = repo_id.split("/")[-1] if repo_id else "MMSA"
     kind = {
         "AutoModel": "the MMSA encoder (backbone): it maps a batch of molecules to one embedding per molecule",
         "AutoModelForPreTraining": "the MMSA encoder with its self-supervised pretraining heads and memory bank",
     }.get(auto_class, "an MMSA encoder fine-tuned with a molecular property prediction head")
-    body = [
+    return [
         f"# {title}",
         "",
         f"This repository holds {kind}. MMSA (*{PAPER_TITLE}*, {PAPER_VENUE}, arXiv [{PAPER_ARXIV}]({PAPER_URL})) "
@@ -418,19 +433,14 @@ def generate_model_card(
         "**This is an independent re-implementation**, not the authors' code or weights: only the paper's abstract is "
         "public, so every detail it does not fix is our choice (listed below).",
         "",
-        _config_section(info),
-        "",
-        _training_section(training_info) if training_info else "## Pretraining\n\nNo pretraining information was "
-        "recorded for this checkpoint.",
-        "",
     ]
-    if rows:
-        body += [_results_section(rows), ""]
-    body += [
-        _usage_section(repo, auto_class, processor is not None),
+
+
+def _closing_sections(design_choices: list[str]) -> list[str]:
+    return [
         "## Design choices that are ours, not the paper's",
         "",
-        *[f"- {c}" for c in choices],
+        *[f"- {c}" for c in design_choices],
         "",
         f"The long form is `{_METHOD_DOC_URL}` in the `mmsa_hf` source tree.",
         "",
@@ -449,8 +459,6 @@ def generate_model_card(
         "```",
         "",
     ]
-    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
-    return str(card)
 
 
 def training_info_markdown(training_info: Mapping[str, Any]) -> str:
