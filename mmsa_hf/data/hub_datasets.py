@@ -207,9 +207,7 @@ def _as_moleculenet_dict(loaded, features, task: MoleculeNetTask, indices: dict,
     for key, hf_name in HF_SPLIT_NAMES.items():
         ds = loaded[hf_name].select_columns(list(features)).cast(features)
         ds = ds.sort("row_index") if ds["row_index"][:] != indices[key] else ds
-        info = ds.info.copy()
-        info.description = json.dumps({DESCRIPTION_KEY: {**meta, "hf_split": hf_name}})
-        ds._info = info
+        ds.info.description = json.dumps({DESCRIPTION_KEY: {**meta, "hf_split": hf_name}})  # one split's own info
         splits[hf_name] = ds
     dsd = datasets.DatasetDict(splits)
     dsd.task, dsd.split_indices = task, indices

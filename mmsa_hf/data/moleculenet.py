@@ -484,51 +484,21 @@ def load_moleculenet(
     base, source = load_moleculenet_raw(
         task, data_files=data_files, cache_dir=cache_dir, revision=revision, label_dtype=label_dtype
     )
-    table = _scaffold_table(base, task.name, num_proc)
-    scaffolds = table["scaffold"][:]
-    n = len(scaffolds)
-
-    if isinstance(split, (dict, os.PathLike)) or (isinstance(split, str) and split.endswith(".json")):
-        indices = _normalize_split(split) if isinstance(split, dict) else load_split(split)
-        split_name = "custom"
-        all_rows = [i for k in (*SPLIT_KEYS, "excluded") for i in indices[k]]
-        if len(set(all_rows)) != len(all_rows) or any(i < 0 or i >= n for i in all_rows):
-            raise ValueError(f"{task.name}: saved split overlaps or indexes outside 0..{n - 1}")
-        bad_in_split = [i for k in SPLIT_KEYS for i in indices[k] if scaffolds[i] is None]
-        if bad_in_split:
-            raise ValueError(f"{task.name}: saved split puts RDKit-rejected rows {bad_in_split} into a split")
-        rejected = [i for i, s in enumerate(scaffolds) if s is None]
-        indices["excluded"] = sorted(set(indices["excluded"]) | set(rejected))
-    elif split == "scaffold":
-        split_name = "scaffold"
-        indices = scaffold_split_from_scaffolds(scaffolds, frac)
-    elif split == "balanced_scaffold":
-        split_name = "balanced_scaffold"
-        indices = balanced_scaffold_split_from_scaffolds(scaffolds, frac, seed)
-    elif split == "random":
-        split_name = "random"
-        indices = random_split(n, frac, seed, excluded=[i for i, s in enumerate(scaffolds) if s is None])
-    else:
-        raise ValueError(f"split must be 'scaffold', 'balanced_scaffold', 'random' or a saved split; got {split!r}")
-
+    scaffolds = _scaffold_table(base, task.name, num_proc)["scaffold"][:]
+    indices, split_name = _split_indices(split, scaffolds, frac, seed, task.name)
     excluded = indices["excluded"]
-    smiles_col = base["smiles"][:] if excluded else []
-    excluded_smiles = [smiles_col[i] for i in excluded]
+    smiles_column = base["smiles"][:] if excluded else []
+    excluded_smiles = [smiles_column[i] for i in excluded]
     if excluded:
-        logger.warning(
-            "%s: %d row(s) whose SMILES RDKit rejects are excluded from every split (0-based rows %s)",
-            task.name,
-            len(excluded),
-            excluded,
-        )
-
+        logger.warning("%s: %d row(s) whose SMILES RDKit rejects are excluded from every split (0-based rows %s)",
+                       task.name, len(excluded), excluded)
     meta = {
         "dataset": task.name,
         "source": source,
         "split": split_name,
         "seed": seed if split_name in ("balanced_scaffold", "random") else None,
         "frac": list(frac),
-        "num_rows": n,
+        "num_rows": len(scaffolds),
         "excluded_rows": excluded,
         "excluded_smiles": excluded_smiles,
         "split_sizes": {k: len(indices[k]) for k in SPLIT_KEYS},
@@ -540,18 +510,41 @@ def load_moleculenet(
     }
     splits = {}
     for key, hf_name in HF_SPLIT_NAMES.items():
-        ds = base.select(indices[key])
-        info = ds.info.copy()
-        info.description = json.dumps({DESCRIPTION_KEY: {**meta, "hf_split": hf_name}})
-        ds._info = info
-        splits[hf_name] = ds
+        splits[hf_name] = base.select(indices[key])  # `select` copies the info, so each split has its own
+        splits[hf_name].info.description = json.dumps({DESCRIPTION_KEY: {**meta, "hf_split": hf_name}})
     dsd = datasets.DatasetDict(splits)
-    dsd.task = task
-    dsd.split_indices = indices
-    dsd.excluded_rows = list(excluded)
-    dsd.excluded_smiles = excluded_smiles
-    dsd.split_info = meta
+    dsd.task, dsd.split_indices, dsd.split_info = task, indices, meta
+    dsd.excluded_rows, dsd.excluded_smiles = list(excluded), excluded_smiles
     return dsd
+
+
+def _split_indices(split, scaffolds: list[str | None], frac, seed: int, name: str) -> tuple[dict, str]:
+    """``({"train", "valid", "test", "excluded"}: row lists, split name)``; RDKit-rejected rows (scaffold None)
+    are always excluded."""
+    rejected = [i for i, s in enumerate(scaffolds) if s is None]
+    if isinstance(split, (dict, os.PathLike)) or (isinstance(split, str) and split.endswith(".json")):
+        return _saved_split_indices(split, scaffolds, rejected, name), "custom"
+    if split == "scaffold":
+        return scaffold_split_from_scaffolds(scaffolds, frac), split
+    if split == "balanced_scaffold":
+        return balanced_scaffold_split_from_scaffolds(scaffolds, frac, seed), split
+    if split == "random":
+        return random_split(len(scaffolds), frac, seed, excluded=rejected), split
+    raise ValueError(f"split must be 'scaffold', 'balanced_scaffold', 'random' or a saved split; got {split!r}")
+
+
+def _saved_split_indices(split, scaffolds, rejected: list[int], name: str) -> dict:
+    """A saved split (dict or JSON path), checked against the table: no overlap, in range, no rejected row."""
+    indices = _normalize_split(split) if isinstance(split, dict) else load_split(split)
+    n = len(scaffolds)
+    all_rows = [i for k in (*SPLIT_KEYS, "excluded") for i in indices[k]]
+    if len(set(all_rows)) != len(all_rows) or any(i < 0 or i >= n for i in all_rows):
+        raise ValueError(f"{name}: saved split overlaps or indexes outside 0..{n - 1}")
+    bad_in_split = [i for k in SPLIT_KEYS for i in indices[k] if scaffolds[i] is None]
+    if bad_in_split:
+        raise ValueError(f"{name}: saved split puts RDKit-rejected rows {bad_in_split} into a split")
+    indices["excluded"] = sorted(set(indices["excluded"]) | set(rejected))
+    return indices
 
 
 def get_split_info(ds) -> dict | None:
