@@ -244,12 +244,54 @@ def _swap_directory(temp: Path, target: Path) -> None:
 _RECEIVED: list[int] = []
 
 
+class _SigintWatcher:
+    """Receives SIGINT in a dedicated thread (``sigwait``) and hands it to the main thread's Python handler
+    (``_thread.interrupt_main``).
+
+    Why: RDKit swaps in its own C-level SIGINT handler while it embeds a conformer or optimises it, and a Ctrl-C
+    landing then only cancels that molecule's embedding (``EmbedMolecule`` returns -1); Python never sees it and the
+    run carries on. With SIGINT blocked in the main thread (and so in every thread started later) and waited for
+    here, no library handler can take it; the main thread raises as soon as the current RDKit call returns.
+    """
+
+    WAKE = signal.SIGUSR2  # sent by stop() to end the wait
+
+    def start(self) -> "_SigintWatcher":
+        self.stopping = False
+        self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, self.WAKE})
+        self.thread = threading.Thread(target=self._wait, name="mmsa-sigint", daemon=True)
+        self.thread.start()
+        return self
+
+    def _wait(self) -> None:
+        import _thread
+
+        while True:
+            signum = signal.sigwait({signal.SIGINT, self.WAKE})
+            if self.stopping:
+                return
+            if signum == signal.SIGINT:
+                _thread.interrupt_main(signal.SIGINT)
+
+    def stop(self) -> None:
+        self.stopping = True
+        signal.pthread_kill(self.thread.ident, self.WAKE)
+        self.thread.join()
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)
+
+
+def _can_watch_sigint(signums) -> bool:
+    return (signal.SIGINT in signums and all(hasattr(signal, n) for n in ("pthread_sigmask", "sigwait", "pthread_kill"))
+            and hasattr(signal, "SIGUSR2"))
+
+
 @contextlib.contextmanager
 def signals_as_exceptions(signums: tuple[int, ...] = _HANDLED_SIGNALS) -> Iterator[None]:
     """While the body runs, the first SIGINT / SIGTERM / SIGHUP raises :class:`Interrupted` in the main thread
     (so ``finally`` blocks remove temporary files); later ones are ignored, so that the cleanup itself is not
     cut short. Outside the main thread (where handlers cannot be set) this does nothing.
 
+    SIGINT goes through :class:`_SigintWatcher` (RDKit would otherwise take it during conformer generation).
     Python drops an exception raised while a ``__del__`` method or a garbage-collector callback runs (a signal can
     land there at any time): such an :class:`Interrupted` is silenced (``sys.unraisablehook``) and long loops
     re-raise it at their next :func:`raise_if_interrupted`, so a run never carries on as if no signal came.
@@ -271,9 +313,12 @@ def signals_as_exceptions(signums: tuple[int, ...] = _HANDLED_SIGNALS) -> Iterat
     _RECEIVED.clear()
     previous = {signum: signal.signal(signum, handler) for signum in signums}
     previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable_hook
+    watcher = _SigintWatcher().start() if _can_watch_sigint(signums) else None
     try:
         yield
     finally:
+        if watcher is not None:
+            watcher.stop()
         for signum, old in previous.items():
             signal.signal(signum, old)
         sys.unraisablehook = previous_hook
@@ -292,6 +337,8 @@ def reset_signals_in_child() -> None:
     ``Pool.terminate`` relies on it) and SIGINT is left to the parent, which cleans up."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # a fork inherits the parent's SIGINT block (see _SigintWatcher)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED_SIGNALS)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
 

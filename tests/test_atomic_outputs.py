@@ -167,3 +167,28 @@ def test_an_interrupt_swallowed_in_a_finalizer_is_raised_again(capsys):
     assert caught.value.signum == signal.SIGINT and caught.value.exit_code == 130
     assert "Exception ignored" not in capsys.readouterr().err
     raise_if_interrupted()  # outside the block nothing is pending
+
+
+def test_sigint_during_rdkit_conformer_generation_interrupts_the_run():
+    """RDKit takes SIGINT for itself while it embeds a conformer (it only cancels that molecule); inside
+    signals_as_exceptions the signal still reaches Python and stops the loop."""
+    import signal
+    import threading
+    import time
+
+    from rdkit import Chem
+    from rdkit.Chem import rdDistGeom
+
+    from mmsa_hf.atomic import Interrupted, signals_as_exceptions
+
+    molecule = Chem.AddHs(Chem.MolFromSmiles("CC(C)C[C@H](NC(=O)[C@@H](Cc1ccccc1)NC(=O)c1cnccn1)B(O)O"))
+    embedded = 0
+    with pytest.raises(Interrupted) as caught:
+        with signals_as_exceptions():
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                rdDistGeom.EmbedMolecule(molecule, randomSeed=embedded)
+                embedded += 1
+    assert caught.value.signum == signal.SIGINT
+    assert embedded < 1000  # stopped at once, not after the 60 s loop
