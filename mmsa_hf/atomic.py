@@ -252,6 +252,8 @@ class _SigintWatcher:
     landing then only cancels that molecule's embedding (``EmbedMolecule`` returns -1); Python never sees it and the
     run carries on. With SIGINT blocked in the main thread (and so in every thread started later) and waited for
     here, no library handler can take it; the main thread raises as soon as the current RDKit call returns.
+    Threads that already existed when the block was entered keep SIGINT unblocked (Python cannot change another
+    thread's mask), so the ``mmsa`` commands enter it before any work starts threads.
     """
 
     WAKE = signal.SIGUSR2  # sent by stop() to end the wait
