@@ -40,65 +40,58 @@ def make_random_batch(
     if len(placeholder_positions) != num_placeholders or any(not 0 <= p < total for p in placeholder_positions):
         raise ValueError("placeholder_positions must be distinct indices into the batch")
 
-    atom_features, bond_features, edges, batch, atomic_numbers, pos = [], [], [], [], [], []
-    statuses, valid, images, smiles = [], [], [], []
-    offset = 0
-    for row in range(total):
-        if row in placeholder_positions:
-            n = 1
-            af = torch.tensor([[v - 1 for v in atom_vocab_sizes]])
-            z = torch.zeros(1, dtype=torch.long)
-            xyz = torch.zeros(1, 3)
-            local_edges = torch.empty(2, 0, dtype=torch.long)
-            bf = torch.empty(0, len(bond_vocab_sizes), dtype=torch.long)
-            image = torch.ones(3, image_size, image_size)
-            status, is_valid, smi = CONFORMER_STATUSES.index("invalid"), False, ""
-        else:
-            n = int(torch.randint(min_atoms, max_atoms + 1, (1,), generator=g))
-            z_choices = torch.tensor([6, 6, 6, 7, 8, 9, 16, 17])
-            z = z_choices[torch.randint(0, len(z_choices), (n,), generator=g)]
-            af = torch.stack(
-                [torch.randint(0, v - 1, (n,), generator=g) for v in atom_vocab_sizes], dim=1
-            )
-            af[:, 0] = z - 1  # atomic number 1..118 -> index 0..117
-            parents = [int(torch.randint(0, i, (1,), generator=g)) for i in range(1, n)]
-            pairs = [(p, i) for i, p in zip(range(1, n), parents)]
-            if n >= 4 and (0, n - 1) not in pairs:
-                pairs.append((0, n - 1))  # close one ring
-            src = [a for a, b in pairs] + [b for a, b in pairs]
-            dst = [b for a, b in pairs] + [a for a, b in pairs]
-            local_edges = torch.tensor([src, dst], dtype=torch.long)
-            half = torch.stack([torch.randint(0, v - 1, (len(pairs),), generator=g) for v in bond_vocab_sizes], dim=1)
-            bf = torch.cat([half, half], dim=0)
-            xyz = torch.randn(n, 3, generator=g) * 1.5
-            image = torch.randn(3, image_size, image_size, generator=g)
-            status, is_valid, smi = 0, True, "C" * n
-        atom_features.append(af)
-        bond_features.append(bf)
-        edges.append(local_edges + offset)
-        batch.append(torch.full((n,), row, dtype=torch.long))
-        atomic_numbers.append(z)
-        pos.append(xyz)
-        statuses.append(status)
-        valid.append(is_valid)
-        images.append(image)
-        smiles.append(smi)
-        offset += n
-    counts = torch.tensor([b.numel() for b in batch])
+    molecules = [
+        _placeholder_molecule(atom_vocab_sizes, bond_vocab_sizes, image_size) if row in placeholder_positions
+        else _random_molecule(g, min_atoms, max_atoms, atom_vocab_sizes, bond_vocab_sizes, image_size)
+        for row in range(total)
+    ]
+    offsets = torch.tensor([0] + [m["n"] for m in molecules]).cumsum(0)
+    counts = torch.tensor([m["n"] for m in molecules])
     return {
-        "atom_features": torch.cat(atom_features).long(),
-        "bond_features": torch.cat(bond_features).long(),
-        "edge_index": torch.cat(edges, dim=1).long(),
-        "batch": torch.cat(batch),
+        "atom_features": torch.cat([m["atom_features"] for m in molecules]).long(),
+        "bond_features": torch.cat([m["bond_features"] for m in molecules]).long(),
+        "edge_index": torch.cat([m["edges"] + int(o) for m, o in zip(molecules, offsets)], dim=1).long(),
+        "batch": torch.cat([torch.full((m["n"],), row, dtype=torch.long) for row, m in enumerate(molecules)]),
         "ptr": torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]),
-        "atomic_numbers": torch.cat(atomic_numbers).long(),
-        "pos": torch.cat(pos).float(),
-        "conformer_status": torch.tensor(statuses, dtype=torch.long),
-        "pixel_values": torch.stack(images).float(),
-        "valid_mask": torch.tensor(valid, dtype=torch.bool),
+        "atomic_numbers": torch.cat([m["z"] for m in molecules]).long(),
+        "pos": torch.cat([m["pos"] for m in molecules]).float(),
+        "conformer_status": torch.tensor([m["status"] for m in molecules], dtype=torch.long),
+        "pixel_values": torch.stack([m["image"] for m in molecules]).float(),
+        "valid_mask": torch.tensor([m["valid"] for m in molecules], dtype=torch.bool),
         "input_indices": torch.arange(total, dtype=torch.long),
-        "smiles": smiles,
+        "smiles": [m["smiles"] for m in molecules],
     }
+
+
+def _placeholder_molecule(atom_vocab_sizes, bond_vocab_sizes, image_size: int) -> dict:
+    """One dummy atom with unknown features, Z = 0, pos 0, no bonds, a white image, status ``invalid``."""
+    return {"n": 1, "atom_features": torch.tensor([[v - 1 for v in atom_vocab_sizes]]),
+            "z": torch.zeros(1, dtype=torch.long), "pos": torch.zeros(1, 3),
+            "edges": torch.empty(2, 0, dtype=torch.long),
+            "bond_features": torch.empty(0, len(bond_vocab_sizes), dtype=torch.long),
+            "image": torch.ones(3, image_size, image_size), "status": CONFORMER_STATUSES.index("invalid"),
+            "valid": False, "smiles": ""}
+
+
+def _random_molecule(g, min_atoms, max_atoms, atom_vocab_sizes, bond_vocab_sizes, image_size: int) -> dict:
+    """A random tree plus one ring-closing bond when possible, consistent atomic numbers, small-molecule-like
+    coordinates and a random image."""
+    n = int(torch.randint(min_atoms, max_atoms + 1, (1,), generator=g))
+    z_choices = torch.tensor([6, 6, 6, 7, 8, 9, 16, 17])
+    z = z_choices[torch.randint(0, len(z_choices), (n,), generator=g)]
+    atom_features = torch.stack([torch.randint(0, v - 1, (n,), generator=g) for v in atom_vocab_sizes], dim=1)
+    atom_features[:, 0] = z - 1  # atomic number 1..118 -> index 0..117
+    parents = [int(torch.randint(0, i, (1,), generator=g)) for i in range(1, n)]
+    pairs = [(p, i) for i, p in zip(range(1, n), parents)]
+    if n >= 4 and (0, n - 1) not in pairs:
+        pairs.append((0, n - 1))  # close one ring
+    edges = torch.tensor([[a for a, b in pairs] + [b for a, b in pairs], [b for a, b in pairs] + [a for a, b in pairs]],
+                         dtype=torch.long)
+    half = torch.stack([torch.randint(0, v - 1, (len(pairs),), generator=g) for v in bond_vocab_sizes], dim=1)
+    return {"n": n, "atom_features": atom_features, "z": z, "edges": edges,
+            "bond_features": torch.cat([half, half], dim=0), "pos": torch.randn(n, 3, generator=g) * 1.5,
+            "image": torch.randn(3, image_size, image_size, generator=g), "status": 0, "valid": True,
+            "smiles": "C" * n}
 
 
 def random_orthogonal_matrix(generator: torch.Generator | None = None, reflect: bool | None = None) -> torch.Tensor:
