@@ -46,7 +46,8 @@ if str(REPO) not in sys.path:
 
 DATASETS = ["bbbp", "bace", "clintox", "sider", "tox21"]
 HEADLINE_ROWS = ["pretrained", "scratch"]
-ROW_LABELS = {"pretrained": "(a) MMSA pretrained", "scratch": "(b) same architecture, from scratch"}
+ROW_LABELS = {"pretrained": "(a) MMSA multi-view pretrained (`mmsa-small`)", "scratch": "(b) same architecture, from scratch",
+              "graph": "(c) MMSA graph-only pretrained, + descriptor term (`mmsa-small-graph`)"}
 REFERENCE_LABELS = {"chemprop": "(d) chemprop 2.3.1 (reference)", "rf_ecfp4": "(d) RF on ECFP4 (reference)"}
 README_BEGIN = "<!-- moleculenet-table:begin -->"
 README_END = "<!-- moleculenet-table:end -->"
