@@ -37,26 +37,20 @@ DESCRIPTOR_COLUMN = "descriptors"
 NORMALIZER_FILE = "descriptor_normalizer.json"
 
 
-def _descriptor_functions() -> list[tuple[str, Any]]:
+def descriptor_names() -> list[str]:
+    """The RDKit descriptor names, in target order (``Descriptors._descList``, the order ``CalcMolDescriptors``
+    uses; depends on the RDKit version, so it is stored with the normaliser)."""
     from rdkit.Chem import Descriptors
 
-    return list(Descriptors._descList)
+    return [name for name, _ in Descriptors._descList]
 
 
-def descriptor_names() -> list[str]:
-    """The RDKit descriptor names, in target order (depends on the RDKit version; stored with the normaliser)."""
-    return [name for name, _ in _descriptor_functions()]
+def _one_molecule(mol) -> list[float]:
+    """RDKit's ``CalcMolDescriptors`` (a failing descriptor is ``missingVal``), with non-finite values as NaN."""
+    from rdkit.Chem import Descriptors
 
-
-def _one_molecule(mol, functions) -> list[float]:
-    values = []
-    for _, function in functions:
-        try:
-            value = float(function(mol))
-        except Exception:  # RDKit raises assorted errors on exotic molecules; the target is then masked
-            value = math.nan
-        values.append(value if math.isfinite(value) else math.nan)
-    return values
+    values = Descriptors.CalcMolDescriptors(mol, missingVal=math.nan, silent=True).values()
+    return [float(v) if math.isfinite(v) else math.nan for v in values]
 
 
 def compute_descriptors(smiles: Sequence[str]) -> np.ndarray:
@@ -64,12 +58,12 @@ def compute_descriptors(smiles: Sequence[str]) -> np.ndarray:
     from rdkit import Chem, RDLogger
 
     RDLogger.DisableLog("rdApp.*")
-    functions = _descriptor_functions()
+    width = len(descriptor_names())
     rows = []
     for text in smiles:
         mol = Chem.MolFromSmiles(text) if text else None
-        rows.append(_one_molecule(mol, functions) if mol is not None else [math.nan] * len(functions))
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(functions))
+        rows.append(_one_molecule(mol) if mol is not None else [math.nan] * width)
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
 
 
 def _descriptor_batch(batch, smiles_column: str):

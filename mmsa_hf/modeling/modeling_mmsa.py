@@ -360,17 +360,15 @@ class MMSAModel(MMSAPreTrainedModel):
 
     def _refine(self, fused: torch.Tensor, tokens: torch.Tensor, present: torch.Tensor, hypergraph_mode):
         """Memory assignment ``[n, K]`` (None without memory) and the hypergraph-refined embedding ``[n, D]``."""
-        anchors = similarities = assignments = None
-        if self.memory is not None:
+        if self.memory is None:
+            anchors = assignments = None
+        else:
             anchors = self.memory.normalized_anchors().to(fused.dtype)
-            similarities = self.memory.similarities(fused)
-            assignments = torch.softmax(similarities / self.memory.temperature, dim=-1)
+            assignments = self.memory.assign(fused)
         if self.hypergraph is None:
             return assignments, fused
         mode = hypergraph_mode or ("batch" if self.training else "anchors")
-        unified = self.hypergraph(
-            fused, tokens, present, anchors=anchors, anchor_similarities=similarities, mode=mode
-        )
+        unified = self.hypergraph(fused, tokens, present, anchors=anchors, mode=mode)
         return assignments, unified
 
 
