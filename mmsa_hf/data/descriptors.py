@@ -1,4 +1,4 @@
-"""RDKit 2D descriptors as molecule-level pretraining targets (the ``descriptor`` objective, ``docs/method.md``).
+r"""RDKit 2D descriptors as molecule-level pretraining targets (the ``descriptor`` objective, ``docs/method.md``).
 
 Every function of ``rdkit.Chem.Descriptors._descList`` (about 210: MolLogP, TPSA, ring and charge counts, QED,
 E-state, VSA bins, ...) is computed per molecule; a value RDKit cannot compute, or a non-finite one, is NaN (a

@@ -50,6 +50,8 @@ class PretrainArguments:
     fields by ``transformers.HfArgumentParser`` (each ``--a_flag`` is also accepted as ``--a-flag``)."""
 
     config: str = field(default="small", metadata=argument_help("preset (tiny/small/base), config .json or checkpoint dir"))
+    init_from: str | None = field(default=None, metadata=argument_help(
+        "checkpoint folder whose weights (and config, and descriptor normaliser) start the run: continued pretraining"))
     output_dir: str = field(default="runs/pretrain-small", metadata=argument_help("run folder (checkpoints, final/, logs)"))
     corpus: str = field(default="moleculenet",
                         metadata=argument_help("'moleculenet' (default), a CSV/Parquet path or a Hub dataset id"))
@@ -98,6 +100,11 @@ class PretrainArguments:
     def __post_init__(self):
         if self.config_overrides is not None:
             _json_object(self.config_overrides)
+        if self.init_from is not None and not Path(self.init_from, "config.json").is_file():
+            raise ValueError(f"--init_from {self.init_from!r}: not a checkpoint folder (no config.json in it)")
+        if self.init_from is not None and self.config != "small":
+            raise ValueError("--init_from takes its architecture from the checkpoint: drop --config "
+                             f"{self.config!r} (use --config_overrides for settings such as loss weights)")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. my-org/mmsa-small)")
 
@@ -177,6 +184,16 @@ def _descriptor_normalizer(featurized, seed: int, sample_size: int = 20000):
     return DescriptorNormalizer.fit(values, descriptor_names())
 
 
+def _descriptor_normalizer_for(args: PretrainArguments, featurized):
+    """The ``--init_from`` checkpoint's normaliser when it has one (so its descriptor head keeps the targets it
+    learned), otherwise one fitted on this corpus."""
+    from ..data.descriptors import NORMALIZER_FILE, DescriptorNormalizer
+
+    if args.init_from is not None and Path(args.init_from, NORMALIZER_FILE).is_file():
+        return DescriptorNormalizer.load(Path(args.init_from, NORMALIZER_FILE))
+    return _descriptor_normalizer(featurized, args.seed)
+
+
 def _scalar_terms(outputs: Any) -> dict[str, float]:
     """Every scalar tensor of a model output (the loss terms and counters), as floats."""
     terms: dict[str, float] = {}
@@ -210,9 +227,9 @@ def run_pretraining(args: PretrainArguments) -> Path:
     threads = apply_thread_policy(accelerator.num_processes, args.dataloader_workers)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-    config = resolve_model_config(args.config, _config_overrides(args))
+    config = resolve_model_config(args.init_from or args.config, _config_overrides(args))
     data = _prepare_data(args, accelerator, config, capped_num_proc(args.num_proc, threads))
-    model = MMSAForPreTraining(config)
+    model = _initial_model(args, config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(data["loader"]) / args.gradient_accumulation_steps)  # before `prepare` shards it
     total_steps = args.max_steps or steps_per_epoch * args.num_epochs
@@ -234,6 +251,16 @@ def run_pretraining(args: PretrainArguments) -> Path:
         _save_final(args, accelerator, model, data, run_config, progress, total_steps, timer, log, final_dir)
     accelerator.end_training()
     return final_dir
+
+
+def _initial_model(args: PretrainArguments, config):
+    """A freshly initialised model, or (``--init_from``) the checkpoint's weights under the run's config; weights the
+    checkpoint lacks (a newly switched-on head) are initialised and logged by ``from_pretrained``."""
+    from ..modeling import MMSAForPreTraining
+
+    if args.init_from is None:
+        return MMSAForPreTraining(config)
+    return MMSAForPreTraining.from_pretrained(args.init_from, config=config)
 
 
 def _build_accelerator(args: PretrainArguments, output_dir: Path):
@@ -277,7 +304,7 @@ def _prepare_data(args: PretrainArguments, accelerator, config, num_proc: int) -
             featurized = add_descriptors(featurized, num_proc=num_proc)
     if len(featurized) == 0:
         raise ValueError(f"corpus {args.corpus!r}: no molecule survived featurization")
-    normalizer = _descriptor_normalizer(featurized, args.seed) if args.descriptor_targets else None
+    normalizer = _descriptor_normalizer_for(args, featurized) if args.descriptor_targets else None
     loader = torch.utils.data.DataLoader(
         featurized, batch_size=args.batch_size, shuffle=True, drop_last=len(featurized) >= 2 * args.batch_size,
         collate_fn=MMSACollator(processor, descriptor_normalizer=normalizer), num_workers=args.dataloader_workers,
