@@ -49,7 +49,8 @@ from ._info import description_entry, rdkit_version
 
 logger = logging.getLogger(__name__)
 
-FEATURIZE_FORMAT_VERSION = 1
+#: 2: conformer statuses 5/6 (force-field optimisation failed) split off from 0/1.
+FEATURIZE_FORMAT_VERSION = 2
 FEATURIZE_DESCRIPTION_KEY = "mmsa_hf_featurize"
 RECORD_COLUMNS = (
     "atom_features",

@@ -432,6 +432,28 @@ def _normalize_split(d: dict) -> dict[str, list[int]]:
     return {k: sorted(int(i) for i in d.get(k, [])) for k in (*SPLIT_KEYS, "excluded")}
 
 
+def _split_metadata(task, source, split_name: str, seed: int, frac, num_rows: int, indices: dict,
+                    excluded_smiles: list[str]) -> dict:
+    """The JSON metadata of a loaded split (stored in every split's ``info.description``)."""
+    excluded = indices["excluded"]
+    return {
+        "dataset": task.name,
+        "source": source,
+        "split": split_name,
+        "seed": seed if split_name in ("balanced_scaffold", "random") else None,
+        "frac": list(frac),
+        "num_rows": num_rows,
+        "excluded_rows": excluded,
+        "excluded_smiles": excluded_smiles,
+        "split_sizes": {k: len(indices[k]) for k in SPLIT_KEYS},
+        "split_sha256": split_sha256(indices),
+        "task_type": task.task_type,
+        "metric": task.metric,
+        "smiles_column": "smiles",
+        "label_columns": list(task.label_columns),
+    }
+
+
 def load_moleculenet(
     name: str,
     split: str | dict | os.PathLike = "scaffold",
@@ -492,22 +514,7 @@ def load_moleculenet(
     if excluded:
         logger.warning("%s: %d row(s) whose SMILES RDKit rejects are excluded from every split (0-based rows %s)",
                        task.name, len(excluded), excluded)
-    meta = {
-        "dataset": task.name,
-        "source": source,
-        "split": split_name,
-        "seed": seed if split_name in ("balanced_scaffold", "random") else None,
-        "frac": list(frac),
-        "num_rows": len(scaffolds),
-        "excluded_rows": excluded,
-        "excluded_smiles": excluded_smiles,
-        "split_sizes": {k: len(indices[k]) for k in SPLIT_KEYS},
-        "split_sha256": split_sha256(indices),
-        "task_type": task.task_type,
-        "metric": task.metric,
-        "smiles_column": "smiles",
-        "label_columns": list(task.label_columns),
-    }
+    meta = _split_metadata(task, source, split_name, seed, frac, len(scaffolds), indices, excluded_smiles)
     splits = {}
     for key, hf_name in HF_SPLIT_NAMES.items():
         splits[hf_name] = base.select(indices[key])  # `select` copies the info, so each split has its own

@@ -25,7 +25,8 @@ except ImportError:  # pragma: no cover - older 5.x: a plain class mapping
 # --- Copied from the batch contract (docs/batch-format.md, mmsa_hf/processing); a test checks they agree. ---
 ATOM_FEATURE_VOCAB_SIZES = (119, 5, 12, 12, 10, 6, 6, 3, 3)
 BOND_FEATURE_VOCAB_SIZES = (5, 7, 3)
-CONFORMER_STATUSES = ("etkdg", "etkdg_random_coords", "2d_fallback", "provided", "invalid")
+CONFORMER_STATUSES = ("etkdg", "etkdg_random_coords", "2d_fallback", "provided", "invalid",
+                      "etkdg_unoptimized", "etkdg_random_coords_unoptimized")
 
 #: The three views, in the fixed order used by every ``[B, 3]`` modality mask.
 MODALITIES = ("graph", "image", "geometry")

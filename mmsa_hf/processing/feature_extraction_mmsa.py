@@ -33,13 +33,19 @@ logger = logging.get_logger(__name__)
 # Every column's last index means "other/unknown" (see docs/batch-format.md).
 ATOM_FEATURE_VOCAB_SIZES = [119, 5, 12, 12, 10, 6, 6, 3, 3]
 BOND_FEATURE_VOCAB_SIZES = [5, 7, 3]
-CONFORMER_STATUSES = ("etkdg", "etkdg_random_coords", "2d_fallback", "provided", "invalid")
+#: Appended codes keep the earlier ones: 5 and 6 are ETKDG coordinates whose force-field optimisation could not run
+#: (no parameters for an atom type, a setup error, or non-finite output), kept as embedded.
+CONFORMER_STATUSES = ("etkdg", "etkdg_random_coords", "2d_fallback", "provided", "invalid",
+                      "etkdg_unoptimized", "etkdg_random_coords_unoptimized")
 
 STATUS_ETKDG = CONFORMER_STATUSES.index("etkdg")
 STATUS_ETKDG_RANDOM_COORDS = CONFORMER_STATUSES.index("etkdg_random_coords")
 STATUS_2D_FALLBACK = CONFORMER_STATUSES.index("2d_fallback")
 STATUS_PROVIDED = CONFORMER_STATUSES.index("provided")
 STATUS_INVALID = CONFORMER_STATUSES.index("invalid")
+#: the status of an embedding whose force-field step failed, by the status of the embedding
+UNOPTIMIZED_STATUS = {STATUS_ETKDG: CONFORMER_STATUSES.index("etkdg_unoptimized"),
+                      STATUS_ETKDG_RANDOM_COORDS: CONFORMER_STATUSES.index("etkdg_random_coords_unoptimized")}
 
 
 
@@ -357,7 +363,8 @@ class MMSAFeatureExtractor(FeatureExtractionMixin):
             if conf_id < 0 or time.perf_counter() > deadline:
                 continue
             _separate_fragments(mol_h, conf_id)
-            self._optimize(mol_h, conf_id)
+            if not self._optimize(mol_h, conf_id):
+                status = UNOPTIMIZED_STATUS[status]
             # Equivalent to RemoveHs keeping coordinates: the first n atoms of mol_h are the atoms of mol.
             pos = mol_h.GetConformer(conf_id).GetPositions()[:n]
             if _usable(pos):
@@ -366,28 +373,38 @@ class MMSAFeatureExtractor(FeatureExtractionMixin):
         pos[:, 2] = 0.0
         return pos.astype(np.float32), STATUS_2D_FALLBACK
 
-    def _optimize(self, mol_h: Chem.Mol, conf_id: int) -> None:
-        """Force-field minimisation in place; keeps the embedded coordinates if it produces non-finite ones."""
+    def _optimize(self, mol_h: Chem.Mol, conf_id: int) -> bool:
+        """Force-field minimisation in place. Returns False (keeping the embedded coordinates) when the force field
+        has no parameters for the molecule, fails to set up, or produces non-finite coordinates; True when it ran
+        or ``conformer_force_field="none"`` asked for none."""
         if self.conformer_force_field == "none":
-            return
+            return True
         before = mol_h.GetConformer(conf_id).GetPositions()
         try:
-            props = None
-            if self.conformer_force_field == "mmff":
-                props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol_h)
-            if props is not None:
-                field = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol_h, props, confId=conf_id)
-                field.Minimize(maxIts=self.conformer_max_iters)
-            elif rdForceFieldHelpers.UFFHasAllMoleculeParams(mol_h):
-                rdForceFieldHelpers.UFFOptimizeMolecule(mol_h, maxIters=self.conformer_max_iters, confId=conf_id)
-            else:
-                return
-        except Exception:  # noqa: BLE001 - a force-field setup failure keeps the ETKDG coordinates
-            pass
+            ran = self._run_force_field(mol_h, conf_id)
+        except Exception as err:  # noqa: BLE001 - RDKit raises several setup error types; the status records it
+            logger.debug("Force-field optimisation failed (%s); keeping the ETKDG coordinates.", err)
+            ran = False
         conf = mol_h.GetConformer(conf_id)
         if not np.isfinite(conf.GetPositions()).all():
             for i, xyz in enumerate(before):
                 conf.SetAtomPosition(i, xyz.tolist())
+            return False
+        return ran
+
+    def _run_force_field(self, mol_h: Chem.Mol, conf_id: int) -> bool:
+        """MMFF94 (or UFF, the fallback and the ``"uff"`` choice) minimisation; False when neither has parameters."""
+        props = None
+        if self.conformer_force_field == "mmff":
+            props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol_h)
+        if props is not None:
+            field = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol_h, props, confId=conf_id)
+            field.Minimize(maxIts=self.conformer_max_iters)
+            return True
+        if rdForceFieldHelpers.UFFHasAllMoleculeParams(mol_h):
+            rdForceFieldHelpers.UFFOptimizeMolecule(mol_h, maxIters=self.conformer_max_iters, confId=conf_id)
+            return True
+        return False
 
     def featurize_molecule(self, mol: Chem.Mol) -> dict[str, Any]:
         """Graph + 3D part of a record for a prepared molecule (see `prepare_molecule`)."""
