@@ -3,10 +3,10 @@
 * :func:`push_to_hub` — one commit holding ``model.safetensors``, ``config.json`` (with ``auto_map``) and the
   modeling code, the processor config + processing code, and a generated ``README.md`` model card.
 * :func:`save_for_hub` — the same folder, written locally (what :func:`push_to_hub` uploads).
-* :func:`verify_checkpoint` — validates ``model.safetensors`` (header, offsets, sizes against the file length, and the
-  sha256 of Hub-cache blobs) and raises :class:`CorruptCheckpointError` naming the file. transformers itself raises
+* :func:`verify_checkpoint` — opens every safetensors weight file with ``safetensors`` itself (header, offsets,
+  sizes against the file length) and compares Hub-cache blobs with their sha256. safetensors raises
   ``SafetensorError: Error while deserializing header: incomplete metadata, file not fully covered`` on a truncated
-  file, without saying which file.
+  file without saying which file: that error is re-raised as :class:`CorruptCheckpointError` naming the file.
 * :func:`verify_manifest` — compares every weight file with the sha256 recorded in the checkpoint's
   ``checksums.json`` (written by ``save_pretrained``, the training scripts and :func:`push_to_hub`), which catches
   silent damage inside the tensor data of a local checkpoint too, and names the damaged file. A checkpoint
@@ -19,17 +19,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import hashlib
 import json
 import logging
+import math
 import os
 import re
 import struct
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +50,7 @@ SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
 PICKLE_WEIGHT_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt", "model.pt", "model.pth")
 
-# bytes per element of every safetensors dtype
-_DTYPE_BITS = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32, "C32": 32,  # noqa: E241
-    "I64": 64, "U64": 64, "F64": 64, "C64": 64,
-    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
-}
-_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+_SAFETENSORS_ERROR_PREFIX = "Error while deserializing header: "
 _SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 logger = logging.getLogger(__name__)
@@ -82,70 +73,71 @@ class CorruptCheckpointError(OSError):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _verify_safetensors_file(path: Path, check_hash: bool) -> dict[str, Any]:
-    """Parse and check one .safetensors file; return its header (tensor name -> info)."""
+def _read_safetensors_names(path: Path, check_hash: bool) -> list[str]:
+    """Open one ``.safetensors`` file with ``safetensors`` and return its tensor names.
+
+    ``safe_open`` checks the header, every tensor's byte span and that the spans cover the file exactly. Its
+    ``SafetensorError`` names no file: it is re-raised as :class:`CorruptCheckpointError` naming ``path``. With
+    ``check_hash``, a file in a Hub cache is also compared with the sha256 its blob is named after.
+    """
+    from safetensors import SafetensorError, safe_open
+
     if not path.exists():
-        raise CorruptCheckpointError(path, "the file does not exist" + (" (dangling symlink)" if path.is_symlink() else ""))
-    size = path.stat().st_size
-    if size < 8:
-        raise CorruptCheckpointError(path, f"the file holds {size} bytes, less than the 8-byte safetensors header length")
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n == 0 or n > _MAX_HEADER:
-            raise CorruptCheckpointError(path, f"invalid header length {n} (not a safetensors file?)")
-        if 8 + n > size:
-            raise CorruptCheckpointError(path, f"truncated: the header needs {8 + n} bytes but the file holds {size}")
-        raw = f.read(n)
+        dangling = " (dangling symlink)" if path.is_symlink() else ""
+        raise CorruptCheckpointError(path, f"the file does not exist{dangling}")
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptCheckpointError(path, f"the header is not valid JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise CorruptCheckpointError(path, "the header is not a JSON object")
-    data_len = size - 8 - n
-    spans = []
-    for name, info in header.items():
-        if name == "__metadata__":
-            if not (isinstance(info, dict) and all(isinstance(v, str) for v in info.values())):
-                raise CorruptCheckpointError(path, "__metadata__ must map strings to strings")
-            continue
-        try:
-            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise CorruptCheckpointError(path, f"tensor {name!r} has a malformed header entry") from None
-        if dtype not in _DTYPE_BITS:
-            raise CorruptCheckpointError(path, f"tensor {name!r} has an unknown dtype {dtype!r}")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise CorruptCheckpointError(path, f"tensor {name!r} has an invalid shape {shape!r}")
-        if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end):
-            raise CorruptCheckpointError(path, f"tensor {name!r} has invalid data offsets {[begin, end]!r}")
-        numel = 1
-        for d in shape:
-            numel *= d
-        nbytes = (numel * _DTYPE_BITS[dtype] + 7) // 8
-        if end - begin != nbytes:
-            raise CorruptCheckpointError(
-                path, f"tensor {name!r} ({dtype} {shape}) needs {nbytes} bytes but its offsets span {end - begin}"
-            )
-        spans.append((begin, end, name))
-    spans.sort()
-    expected = 0
-    for begin, end, name in spans:
-        if begin != expected:
-            raise CorruptCheckpointError(path, f"tensor {name!r} starts at {begin}, expected {expected} (overlap or gap)")
-        expected = end
-    if expected != data_len:
-        if data_len < expected:
-            raise CorruptCheckpointError(
-                path, f"truncated: the header declares {expected} bytes of tensor data but the file holds {data_len} "
-                f"({size} bytes in all, {expected - data_len} missing)"
-            )
-        raise CorruptCheckpointError(
-            path, f"the file holds {data_len - expected} trailing bytes after the {expected} bytes of tensor data"
-        )
+        with safe_open(path, framework="pt") as weights:
+            names = list(weights.keys())
+    except SafetensorError as err:
+        raise CorruptCheckpointError(path, _describe_safetensors_error(path, err)) from err
     if check_hash:
         _check_cache_blob_hash(path)
-    return header
+    return names
+
+
+def _describe_safetensors_error(path: Path, err: Exception) -> str:
+    """safetensors' reason for rejecting ``path``, with the byte counts that tell truncation from other damage.
+
+    safetensors reports a file cut inside its header as "invalid header length" and a file cut (or padded) inside
+    the tensor data as "incomplete metadata"; the file length and the 8-byte header length say which it is.
+    """
+    reason = str(err).removeprefix(_SAFETENSORS_ERROR_PREFIX)
+    size = path.stat().st_size
+    if size < 8:
+        return f"the file holds {size} bytes, less than the 8-byte safetensors header length"
+    with open(path, "rb") as handle:
+        (header_length,) = struct.unpack("<Q", handle.read(8))
+        if "header too large" in reason:
+            return f"invalid header length {header_length} (not a safetensors file?)"
+        if 8 + header_length > size:
+            return f"truncated: the header needs {8 + header_length} bytes but the file holds {size}"
+        header_bytes = handle.read(header_length)
+    if reason.startswith("invalid JSON"):
+        return f"the header is not valid JSON ({reason})"
+    if "incomplete metadata" in reason or "for tensor" in reason:
+        return _describe_tensor_spans(json.loads(header_bytes), size - 8 - header_length) or reason
+    return reason
+
+
+def _describe_tensor_spans(header: dict[str, Any], data_length: int) -> str | None:
+    """Name the first tensor whose byte span does not fit its dtype and shape, else compare the tensor data the
+    header declares with the ``data_length`` bytes that follow it. Only called on a header safetensors parsed."""
+    declared = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+        bits = 8 if dtype == "BOOL" else int(re.search(r"\d+", dtype).group())  # F32 -> 32, F8_E4M3 -> 8, C64 -> 64
+        needed = (math.prod(shape) * bits + 7) // 8
+        if end - begin != needed:
+            return f"tensor {name!r} ({dtype} {shape}) needs {needed} bytes but its offsets span {end - begin}"
+        declared = max(declared, end)
+    if declared > data_length:
+        return (f"truncated: the header declares {declared} bytes of tensor data but the file holds {data_length} "
+                f"({declared - data_length} missing)")
+    if declared < data_length:
+        return f"the file holds {data_length - declared} trailing bytes after the {declared} bytes of tensor data"
+    return None
 
 
 def _check_cache_blob_hash(path: Path) -> None:
@@ -218,61 +210,63 @@ def _check_hub_lfs_sha256(repo_id: str, directory: Path, files: list[Path], toke
 def verify_checkpoint(path: str | os.PathLike, *, check_hash: bool = True) -> list[Path]:
     """Validate the safetensors weights of a checkpoint directory (or one ``.safetensors`` file).
 
-    Checks, for ``model.safetensors`` or every shard of ``model.safetensors.index.json``: the header parses, every
-    tensor's byte span matches its dtype and shape, the spans tile the data section exactly, and the data section
-    matches the file length (so truncation or trailing garbage is caught). For files that live in a Hugging Face
-    cache (``blobs/<sha256>``) the content's sha256 is compared with the blob name (``check_hash``), which also
-    catches corruption inside the tensor data. For a directory, ``check_hash`` also compares every weight file
-    with the sha256 recorded in its ``checksums.json`` (:func:`verify_manifest`; a one-line notice when there is
-    none).
+    ``model.safetensors``, or every shard of ``model.safetensors.index.json``, is opened with ``safetensors``, which
+    checks that the header parses, every tensor's byte span matches its dtype and shape, and the spans cover the
+    file exactly (so truncation or trailing garbage is caught); the index's tensors must all be in some shard. For
+    files that live in a Hugging Face cache (``blobs/<sha256>``) the content's sha256 is compared with the blob name
+    (``check_hash``), which also catches corruption inside the tensor data. For a directory, ``check_hash`` also
+    compares every weight file with the sha256 recorded in its ``checksums.json`` (:func:`verify_manifest`; a
+    one-line notice when there is none).
 
     Returns the verified files. Raises :class:`CorruptCheckpointError` (an ``OSError``) naming the bad file, or
     ``FileNotFoundError`` if there are no safetensors weights (mentioning pickled weights if only those exist).
     """
     path = Path(path)
     if path.is_file() or (path.suffix == ".safetensors" and not path.is_dir()):
-        _verify_safetensors_file(path, check_hash)
+        _read_safetensors_names(path, check_hash)
         return [path]
-    files = _verify_weight_structure(path, check_hash)
+    files = _verify_weight_files(path, check_hash)
     if check_hash:
         verify_manifest(path, files)
     return files
 
 
-def _verify_weight_structure(path: Path, check_hash: bool) -> list[Path]:
-    """The structural checks of :func:`verify_checkpoint` for a directory; returns the weight files."""
-    if not path.is_dir():
-        raise FileNotFoundError(f"No checkpoint directory or file at {path}")
-    single, index = path / SAFETENSORS_NAME, path / SAFETENSORS_INDEX_NAME
+def _verify_weight_files(directory: Path, check_hash: bool) -> list[Path]:
+    """Open the safetensors weights of ``directory`` (single file or sharded); return the weight files."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"No checkpoint directory or file at {directory}")
+    single, index = directory / SAFETENSORS_NAME, directory / SAFETENSORS_INDEX_NAME
     if single.exists() or single.is_symlink():
-        _verify_safetensors_file(single, check_hash)
+        _read_safetensors_names(single, check_hash)
         return [single]
     if index.exists() or index.is_symlink():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            assert isinstance(weight_map, dict)
-        except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
-            raise CorruptCheckpointError(index, f"not a valid safetensors index ({e!r})") from None
-        shards = sorted(set(weight_map.values()))
-        names_in_shards: set[str] = set()
-        out = []
-        for shard in shards:
-            shard_path = path / shard
-            header = _verify_safetensors_file(shard_path, check_hash)
-            names_in_shards.update(k for k in header if k != "__metadata__")
-            out.append(shard_path)
-        missing = sorted(set(weight_map) - names_in_shards)
-        if missing:
-            raise CorruptCheckpointError(index, f"{len(missing)} tensors listed in the index are in no shard "
-                                                f"(e.g. {missing[:3]})")
-        return out
-    pickled = [n for n in PICKLE_WEIGHT_NAMES if (path / n).exists()]
+        return _verify_shards(index, check_hash)
+    pickled = [name for name in PICKLE_WEIGHT_NAMES if (directory / name).exists()]
     if pickled:
         raise FileNotFoundError(
-            f"{path} has no {SAFETENSORS_NAME}, only pickled weights ({', '.join(pickled)}); mmsa_hf never unpickles "
-            "weights. Convert them to safetensors with a trusted torch.load + save_pretrained."
+            f"{directory} has no {SAFETENSORS_NAME}, only pickled weights ({', '.join(pickled)}); mmsa_hf never "
+            "unpickles weights. Convert them to safetensors with a trusted torch.load + save_pretrained."
         )
-    raise FileNotFoundError(f"No {SAFETENSORS_NAME} (or {SAFETENSORS_INDEX_NAME}) in {path}")
+    raise FileNotFoundError(f"No {SAFETENSORS_NAME} (or {SAFETENSORS_INDEX_NAME}) in {directory}")
+
+
+def _verify_shards(index: Path, check_hash: bool) -> list[Path]:
+    """Open every shard named by the ``model.safetensors.index.json`` at ``index``; every tensor of its weight map
+    must be in a shard. Returns the shard files."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        assert isinstance(weight_map, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+        raise CorruptCheckpointError(index, f"not a valid safetensors index ({e!r})") from None
+    shards = [index.parent / shard for shard in sorted(set(weight_map.values()))]
+    names_in_shards: set[str] = set()
+    for shard in shards:
+        names_in_shards.update(_read_safetensors_names(shard, check_hash))
+    missing = sorted(set(weight_map) - names_in_shards)
+    if missing:
+        raise CorruptCheckpointError(index, f"{len(missing)} tensors listed in the index are in no shard "
+                                            f"(e.g. {missing[:3]})")
+    return shards
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -352,10 +346,23 @@ def load_model(
     from_pretrained_kwargs["use_safetensors"] = True
     if model_class is None:
         from transformers import AutoModel as model_class
-    model = model_class.from_pretrained(directory, **from_pretrained_kwargs)
+    model = _from_pretrained_naming_the_file(model_class, directory, files, from_pretrained_kwargs)
     if not _is_local(repo_or_dir):  # report the repo id, not the cache path, as the model's origin
         model.config._name_or_path = str(repo_or_dir)
     return model
+
+
+def _from_pretrained_naming_the_file(model_class, directory: Path, files: list[Path], kwargs: dict[str, Any]):
+    """``model_class.from_pretrained(directory, **kwargs)``, with a ``SafetensorError`` (which names no file, e.g.
+    for weights damaged after :func:`verify_checkpoint` ran) re-raised as :class:`CorruptCheckpointError` naming the
+    weight file (the directory when the weights are sharded)."""
+    from safetensors import SafetensorError
+
+    try:
+        return model_class.from_pretrained(directory, **kwargs)
+    except SafetensorError as err:
+        weights = files[0] if len(files) == 1 else directory
+        raise CorruptCheckpointError(weights, str(err).removeprefix(_SAFETENSORS_ERROR_PREFIX)) from err
 
 
 def load_processor(
@@ -380,93 +387,27 @@ def load_processor(
 # saving / pushing
 # ------------------------------------------------------------------------------------------------------------------
 
-_MODALITY_AUTO_CLASS = {
-    "image_processor": "AutoImageProcessor",
-    "feature_extractor": "AutoFeatureExtractor",
-    "video_processor": "AutoVideoProcessor",
-    "tokenizer": "AutoTokenizer",
-}
-# Auto classes whose registry (filled by ``mmsa_hf.register_auto_classes``) we mirror into config.json's auto_map
-_MODEL_AUTO_CLASSES = (
-    "AutoModel",
-    "AutoModelForPreTraining",
-    "AutoModelForSequenceClassification",
-    "AutoModelForTokenClassification",
-)
-
 
 def _is_library_class(cls) -> bool:
+    """Whether ``cls`` ships with transformers (its code is never copied into a checkpoint)."""
     return cls.__module__.split(".")[0] == "transformers"
 
 
-@contextlib.contextmanager
-def _auto_class(obj_or_cls, auto_class: str) -> Iterator[None]:
-    """Temporarily set ``_auto_class`` on a class (what ``register_for_auto_class`` does, without the global side
-    effect): ``save_pretrained`` then copies the class's module (and its relative imports) next to the weights and
-    writes ``auto_map``."""
-    cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
-    if _is_library_class(cls):
-        yield
-        return
-    had = "_auto_class" in cls.__dict__
-    old = cls.__dict__.get("_auto_class")
-    cls._auto_class = old or auto_class
-    try:
-        yield
-    finally:
-        if had:
-            cls._auto_class = old
-        else:
-            delattr(cls, "_auto_class")
+def _save_processor_with_code(processor, folder: Path) -> None:
+    """``processor.save_pretrained(folder)`` with the processing code files copied next to it and ``auto_map``
+    written into ``processor_config.json``, so ``AutoProcessor.from_pretrained(repo, trust_remote_code=True)`` works
+    without ``mmsa_hf``.
 
-
-def _model_auto_class(model) -> str:
-    from .model_card import auto_class_for
-
-    return auto_class_for(model)
-
-
-def _extra_model_auto_map(model, folder: Path) -> dict[str, str]:
-    """Other Auto classes registered locally for this config class whose code was copied into ``folder``.
-
-    E.g. pushing ``MMSAForPreTraining`` also maps ``AutoModel`` to ``MMSAModel`` when both live in the copied
-    modeling file, so ``AutoModel.from_pretrained(repo, trust_remote_code=True)`` gives the backbone."""
-    import transformers
-
-    config_cls = type(model.config)
-    copied = {p.stem for p in folder.glob("*.py")}
-    out = {}
-    for auto_name in _MODEL_AUTO_CLASSES:
-        auto = getattr(transformers, auto_name, None)
-        mapping = getattr(auto, "_model_mapping", None)
-        extra = getattr(mapping, "_extra_content", {}) if mapping is not None else {}
-        target = extra.get(config_cls)
-        if target is None or _is_library_class(target):
-            continue
-        module = target.__module__.split(".")[-1]
-        if module in copied:
-            out[auto_name] = f"{module}.{target.__name__}"
-    return out
-
-
-def _processor_attributes(processor) -> list[tuple[str, Any]]:
-    get = getattr(processor, "get_attributes", None)
-    names = get() if callable(get) else getattr(processor, "attributes", [])
-    return [(n, getattr(processor, n)) for n in names if getattr(processor, n, None) is not None]
-
-
-def _loads_attributes_via_auto(processor) -> bool:
-    """Whether the processor class rebuilds its sub-processors through the Auto classes (transformers' default).
-
-    Only then do the sub-processors need their own ``auto_map`` for remote loading; ``MMSAProcessor`` builds them
-    from the nested ``processor_config.json`` itself (their code is copied as relative imports of its module)."""
-    try:
-        from transformers.processing_utils import ProcessorMixin
-    except ImportError:  # pragma: no cover
-        return False
-    own = getattr(type(processor), "_get_arguments_from_pretrained", None)
-    base = ProcessorMixin.__dict__.get("_get_arguments_from_pretrained")
-    return getattr(own, "__func__", own) is getattr(base, "__func__", base)
+    The MMSA model and config classes are registered for their Auto classes at import; the processor is not (a
+    plain ``save_pretrained`` of it writes no code). Its registration is set on a copy only: ``ProcessorMixin``
+    writes ``auto_map`` onto the processor and its sub-processors, and the caller's objects and classes stay as they
+    are. ``MMSAProcessor`` rebuilds its sub-processors itself, and their code is copied as relative imports of
+    ``processing_mmsa.py``.
+    """
+    processor = copy.deepcopy(processor)
+    if not _is_library_class(type(processor)) and getattr(processor, "_auto_class", None) is None:
+        processor._auto_class = "AutoProcessor"
+    processor.save_pretrained(folder)
 
 
 def save_for_hub(
@@ -482,55 +423,30 @@ def save_for_hub(
 ) -> list[str]:
     """Write everything :func:`push_to_hub` uploads into ``save_directory``; return the relative file names.
 
-    ``model.save_pretrained`` (safetensors + config.json) and ``processor.save_pretrained`` are run with the classes
-    registered for their Auto classes, so the modeling / processing code files are copied next to them and
-    ``auto_map`` is written (``trust_remote_code`` loading without ``mmsa_hf``). The README.md model card is
+    ``model.save_pretrained`` writes the safetensors, ``config.json`` with ``auto_map`` and the modeling code (the
+    MMSA classes are registered for their Auto classes at import), and the processor is saved with its processing
+    code and ``auto_map`` (``trust_remote_code`` loading without ``mmsa_hf``). The README.md model card is
     generated from ``training_info`` / ``results`` unless ``model_card`` is given; ``training_info.json`` /
     ``results.json`` are written next to it when given. ``processor`` may be None. Use an empty directory: every
     file in it is listed (and uploaded by :func:`push_to_hub`).
     """
     from .model_card import generate_model_card
+    from .modeling.checksums import MANIFEST_NAME, write_manifest
 
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
-    card_processor = processor
+    model.save_pretrained(folder)
     if processor is not None:
-        # ProcessorMixin.save_pretrained writes `auto_map` onto the processor and its sub-processors: work on a copy
-        processor = copy.deepcopy(processor)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(_auto_class(model, _model_auto_class(model)))
-        stack.enter_context(_auto_class(model.config, "AutoConfig"))
-        if processor is not None:
-            stack.enter_context(_auto_class(processor, "AutoProcessor"))
-            for name, attr in _processor_attributes(processor) if _loads_attributes_via_auto(processor) else []:
-                modality = next((m for m in _MODALITY_AUTO_CLASS if m in name), None)
-                if modality is not None:
-                    stack.enter_context(_auto_class(attr, _MODALITY_AUTO_CLASS[modality]))
-        model.save_pretrained(folder)
-        if processor is not None:
-            processor.save_pretrained(folder)
-    from .modeling.checksums import MANIFEST_NAME, write_manifest
-
+        _save_processor_with_code(processor, folder)
     if not (folder / MANIFEST_NAME).exists():  # a model class whose save_pretrained does not write it
         write_manifest(folder)
+    if processor is not None and not _is_library_class(type(model)):
+        from .pipelines import add_custom_pipelines
 
-    if not _is_library_class(type(model)):
-        config_path = folder / "config.json"
-        config = json.loads(config_path.read_text())
-        auto_map = dict(config.get("auto_map") or {})
-        for k, v in _extra_model_auto_map(model, folder).items():
-            auto_map.setdefault(k, v)
-        if auto_map != config.get("auto_map"):
-            config["auto_map"] = auto_map
-            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        if processor is not None:  # pipeline(task, model=repo, trust_remote_code=True) without mmsa_hf
-            from .pipelines import add_custom_pipelines
-
-            add_custom_pipelines(folder)
-
+        add_custom_pipelines(folder)  # pipeline(task, model=repo, trust_remote_code=True) without mmsa_hf
     verify_checkpoint(folder, check_hash=False)
     card = model_card if model_card is not None else generate_model_card(
-        model, card_processor, training_info=training_info, results=results, repo_id=repo_id, **card_kwargs
+        model, processor, training_info=training_info, results=results, repo_id=repo_id, **card_kwargs
     )
     (folder / "README.md").write_text(card, encoding="utf-8")
     for name, payload in (("training_info.json", training_info), ("results.json", results)):

@@ -129,6 +129,10 @@ class MMSAPreTrainedModel(PreTrainedModel):
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``, then ``checksums.json``. For a class registered for an Auto class
+        (all MMSA models, at import) the config gets the whole :data:`AUTO_MAP`: transformers alone writes only the
+        saving class's entry, and ``AutoModel`` / ``AutoModelForPreTraining`` / ``AutoModelForSequenceClassification``
+        should all load the checkpoint as remote code, whichever class saved it."""
         if self._auto_class is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.update(AUTO_MAP)
@@ -709,6 +713,8 @@ class MMSAForPretraining(MMSAForPreTraining):
         super().__init__(config)
 
 
+# Hub remote code: save_pretrained copies the modeling files of a registered class and writes auto_map (the
+# config class is registered in configuration_mmsa.py; mmsa_hf._registration maps the Auto classes locally).
 MMSAModel.register_for_auto_class("AutoModel")
 MMSAForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 MMSAForMolecularPropertyPrediction.register_for_auto_class("AutoModelForSequenceClassification")

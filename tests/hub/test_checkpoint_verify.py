@@ -112,3 +112,21 @@ def test_transformers_alone_raises_but_does_not_name_the_file(ckpt):
     assert "model.safetensors" not in str(e.value)
     with pytest.raises(CorruptCheckpointError, match="model.safetensors"):
         verify_checkpoint(model_dir)
+
+
+def test_safetensor_error_while_loading_names_the_file(ckpt, monkeypatch):
+    """Weights damaged after `verify_checkpoint` ran: the SafetensorError of `from_pretrained` (which names no file)
+    comes out of `load_model` as a CorruptCheckpointError naming it."""
+    from transformers import BertConfig, BertModel
+
+    import mmsa_hf.hub as hub
+
+    model_dir = ckpt.parent / "bert"
+    BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                         vocab_size=50)).save_pretrained(model_dir)
+    weights = model_dir / "model.safetensors"
+    monkeypatch.setattr(hub, "verify_checkpoint", lambda path, check_hash=True: [weights])
+    _rewrite(weights, lambda b: b[: len(b) // 2])
+    with pytest.raises(CorruptCheckpointError) as e:
+        hub.load_model(model_dir, model_class=BertModel)
+    assert e.value.path == str(weights) and str(weights) in str(e.value)

@@ -347,3 +347,20 @@ def test_property_model_card_and_push(hub, mmsa):
                    "IEEE Transactions on Image Processing", "arXiv", "2505.05877", "@article{",
                    "Molecules used**: 96"):
         assert needle in text, needle
+
+
+def test_save_for_hub_registers_nothing_globally(mmsa, tmp_path):
+    """save_for_hub writes the processor's code and auto_map through a copy: no class is left registered and a
+    plain save of the same processor afterwards still writes no code (no server needed)."""
+    from mmsa_hf.hub import save_for_hub
+    from mmsa_hf.modeling.modeling_mmsa import AUTO_MAP
+    from mmsa_hf.processing import MMSAFeatureExtractor, MMSAImageProcessor
+
+    model, processor = mmsa
+    files = save_for_hub(model, processor, tmp_path / "hub")
+    assert json.loads((tmp_path / "hub" / "config.json").read_text())["auto_map"] == AUTO_MAP
+    assert {"processing_mmsa.py", "feature_extraction_mmsa.py", "image_processing_mmsa.py"} <= set(files)
+    assert all(cls._auto_class is None for cls in (MMSAProcessor, MMSAFeatureExtractor, MMSAImageProcessor))
+    processor.save_pretrained(tmp_path / "plain")
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["processor_config.json"]
+    assert "auto_map" not in json.loads((tmp_path / "plain" / "processor_config.json").read_text())
