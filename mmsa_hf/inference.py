@@ -45,8 +45,10 @@ runs writing the same output never interleave (the last one to finish wins whole
 
 from __future__ import annotations
 
+import abc
 import collections
 import contextlib
+import dataclasses
 import gzip
 import json
 import logging
@@ -101,6 +103,7 @@ def input_format(path: str | os.PathLike) -> str:
 
 
 def _check_input(path: str | os.PathLike) -> Path:
+    """``path`` as a ``Path`` after checking it is an existing file of a supported input format."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input file not found: {path}")
@@ -245,42 +248,127 @@ def _named_disk_error(err: OSError, target: Path, force: bool = False) -> OSErro
     return err
 
 
-class _CsvWriter:
-    """Writes a ``.csv`` chunk by chunk (to a temporary name, see :class:`~mmsa_hf.atomic.PendingFiles`): the
-    fixed columns, then one column per task or embedding dimension."""
+@dataclasses.dataclass(frozen=True)
+class _ValueColumn:
+    """One model output written for every row: ``width`` float32 values under ``name``.
 
-    def __init__(self, output: Path, columns: dict[str, int], prediction_names: list[str] | None,
-                 pending: PendingFiles):
-        self.output, self.columns, self.pending = output, columns, pending
-        self.value_columns = csv_value_columns(columns, prediction_names)
-        if len(self.value_columns) > MAX_CSV_VALUE_COLUMNS:
+    ``task_names`` is set for predictions: the values are separate named scalars (one Parquet / CSV column per
+    task); otherwise (an embedding) they are one vector (a Parquet list column, ``<name>_<j>`` CSV columns)."""
+
+    name: str
+    width: int
+    task_names: tuple[str, ...] | None = None
+
+    def scalar_names(self) -> list[str]:
+        """The names of its values one by one (the CSV columns)."""
+        if self.task_names is not None:
+            return list(self.task_names)
+        return [f"{self.name}_{j}" for j in range(self.width)]
+
+
+def _value_columns(columns: dict[str, int], prediction_names: list[str] | None) -> list[_ValueColumn]:
+    """The value columns of an output: ``columns`` (name -> width) in order; with ``prediction_names`` (predict
+    mode) ``columns`` is the single ``prediction`` column and its values are the named tasks."""
+    names = None if prediction_names is None else tuple(prediction_names)
+    return [_ValueColumn(name, width, names) for name, width in columns.items()]
+
+
+def csv_value_columns(columns: dict[str, int], prediction_names: list[str] | None) -> list[str]:
+    """The value columns of a CSV output: the task names, or ``<name>_<j>`` for each embedding dimension."""
+    return [name for column in _value_columns(columns, prediction_names) for name in column.scalar_names()]
+
+
+@dataclasses.dataclass(frozen=True)
+class _OutputLayout:
+    """What a run writes: its ``value_columns`` (in order), the input row count ``total_rows`` (counted before
+    the run) and whether bad rows are left out (``skip``, ``on_error="skip"``)."""
+
+    value_columns: list[_ValueColumn]
+    total_rows: int
+    skip: bool
+
+
+@dataclasses.dataclass
+class _OutputRows:
+    """The rows of one chunk, as written: ``values[name]`` float32 ``[n, width]`` per value column, the input row
+    of each (``input_index``), its SMILES as given, its canonical SMILES (``""`` for a bad row) and ``valid``."""
+
+    values: dict[str, np.ndarray]
+    input_index: np.ndarray
+    smiles: list[str]
+    canonical_smiles: list[str]
+    valid: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_index)
+
+    def fixed_columns(self) -> tuple:
+        """The values of :data:`_FIXED_COLUMNS`, in that order."""
+        return self.input_index, self.smiles, self.canonical_smiles, self.valid
+
+
+class _OutputWriter(abc.ABC):
+    """The output file(s) of one run, written chunk by chunk to temporary names registered in ``pending`` (see
+    :class:`~mmsa_hf.atomic.PendingFiles`; the caller commits them once the whole run has succeeded). One subclass
+    per output format, chosen by :func:`_open_writer`."""
+
+    def __init__(self, output: Path, layout: _OutputLayout, pending: PendingFiles):
+        self.output, self.layout, self.pending = output, layout, pending
+        self.rows_written = 0
+
+    def write(self, rows: _OutputRows) -> None:
+        """Append the rows of one chunk."""
+        self._append(rows)
+        self.rows_written += len(rows)
+
+    @abc.abstractmethod
+    def _append(self, rows: _OutputRows) -> None:
+        """Write ``rows`` to the temporary file(s)."""
+
+    @abc.abstractmethod
+    def close(self) -> list[str]:
+        """Finish the temporary file(s) (complete, flushed); return the final paths they will be committed to."""
+
+    @abc.abstractmethod
+    def _close_quietly(self) -> None:
+        """Close what is open after an error, ignoring further errors."""
+
+    def abort(self) -> None:
+        """Remove the temporary file(s) (after an error); earlier files at the outputs are untouched."""
+        self._close_quietly()
+        self.pending.discard()
+
+
+class _CsvWriter(_OutputWriter):
+    """A ``.csv`` output: the fixed columns, then one column per task or embedding dimension."""
+
+    def __init__(self, output: Path, layout: _OutputLayout, pending: PendingFiles):
+        super().__init__(output, layout, pending)
+        self.header = [name for column in layout.value_columns for name in column.scalar_names()]
+        if len(self.header) > MAX_CSV_VALUE_COLUMNS:
             raise InferenceInputError(
-                f"output file {output}: {len(self.value_columns)} value columns is too wide for a CSV "
+                f"output file {output}: {len(self.header)} value columns is too wide for a CSV "
                 f"(at most {MAX_CSV_VALUE_COLUMNS}); write a .parquet or .npy file instead"
             )
         self.handle = open(pending.temp_for(output), "w", newline="")
-        self.handle.write(",".join(_csv_quote(c) for c in (*_FIXED_COLUMNS, *self.value_columns)) + "\n")
-        self.rows_written = 0
+        self.handle.write(",".join(_csv_quote(c) for c in (*_FIXED_COLUMNS, *self.header)) + "\n")
 
-    def write(self, values: dict[str, np.ndarray], input_index: np.ndarray, smiles: list[str],
-              canonical: list[str], valid: np.ndarray) -> None:
-        """Append one chunk: ``values[name]`` float32 ``[n, width]`` in ``columns`` order."""
+    def _append(self, rows: _OutputRows) -> None:
         import pandas as pd
 
-        matrix = np.concatenate([np.asarray(values[name], np.float32).reshape(len(input_index), -1)
-                                 for name in self.columns], axis=1)
-        frame = pd.DataFrame(matrix, columns=self.value_columns)
-        for position, (name, column) in enumerate(zip(_FIXED_COLUMNS, (input_index, smiles, canonical, valid))):
-            frame.insert(position, name, column)
+        matrix = np.concatenate([np.asarray(rows.values[column.name], np.float32).reshape(len(rows), -1)
+                                 for column in self.layout.value_columns], axis=1)
+        frame = pd.DataFrame(matrix, columns=self.header)
+        for position, (name, values) in enumerate(zip(_FIXED_COLUMNS, rows.fixed_columns())):
+            frame.insert(position, name, values)
         try:
             frame.to_csv(self.handle, header=False, index=False, float_format=CSV_FLOAT_FORMAT,
                          lineterminator="\n")
         except OSError as err:
             raise _named_disk_error(err, self.output) from None
-        self.rows_written += len(input_index)
 
     def close(self) -> list[str]:
-        """Finish the temporary file (flushed and fsynced); return the final path."""
+        """Flush, fsync and close the temporary file; return the final path."""
         try:
             self.handle.flush()
             os.fsync(self.handle.fileno())
@@ -289,85 +377,71 @@ class _CsvWriter:
             raise _named_disk_error(err, self.output) from None
         return [str(self.output)]
 
-    def abort(self) -> None:
-        """Remove the temporary file (after an error); an earlier file at the output is untouched."""
+    def _close_quietly(self) -> None:
         with contextlib.suppress(OSError):
             self.handle.close()
-        self.pending.discard()
 
 
 def _csv_quote(name: str) -> str:
+    """``name`` as a CSV header cell (quoted when it holds a comma, a quote or a newline)."""
     return '"' + name.replace('"', '""') + '"' if any(c in name for c in ',"\n') else name
 
 
-def _open_writer(output: Path, total_rows: int, columns: dict[str, int], skip: bool, mode: str,
-                 prediction_names: list[str] | None, pending: PendingFiles):
-    """The writer for ``output``'s format (see the module docstring); its files are temporary names registered
-    in ``pending`` until the caller commits them."""
-    kind = output_kind(output)
-    if kind == "csv":
-        return _CsvWriter(output, columns, prediction_names, pending)
-    if kind == "npy":
-        return _NpyWriter(output, total_rows, columns, skip, pending)
-    return _ParquetWriter(output, columns, mode, prediction_names, pending)
+class _ParquetWriter(_OutputWriter):
+    """A ``.parquet`` output, one row group per chunk: the fixed columns, then per value column one
+    ``float32`` column per task (predictions) or one fixed-size list of ``float32`` (an embedding)."""
 
-
-class _ParquetWriter:
-    """Writes a ``.parquet`` file, one row group per chunk, to a temporary name."""
-
-    def __init__(self, output: Path, columns: dict[str, int], mode: str, prediction_names: list[str] | None,
-                 pending: PendingFiles):
+    def __init__(self, output: Path, layout: _OutputLayout, pending: PendingFiles):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.output, self.columns, self.mode, self.pending = output, columns, mode, pending
-        self.prediction_names = prediction_names
-        self.rows_written = 0
+        super().__init__(output, layout, pending)
         fields = [pa.field(name, kind) for name, kind in zip(
             _FIXED_COLUMNS, (pa.int64(), pa.string(), pa.string(), pa.bool_()))]
-        if mode == "embed":
-            fields += [pa.field(name, pa.list_(pa.float32(), width)) for name, width in columns.items()]
-        else:
-            fields += [pa.field(name, pa.float32()) for name in prediction_names]
+        for column in layout.value_columns:
+            if column.task_names is None:
+                fields.append(pa.field(column.name, pa.list_(pa.float32(), column.width)))
+            else:
+                fields += [pa.field(name, pa.float32()) for name in column.task_names]
         self.schema = pa.schema(fields)
         try:
             self.parquet_writer = pq.ParquetWriter(pending.temp_for(output), self.schema)
         except OSError as err:
             raise _named_disk_error(err, output, force=True) from None
 
-    def write(self, values: dict[str, np.ndarray], input_index: np.ndarray, smiles: list[str],
-              canonical: list[str], valid: np.ndarray) -> None:
+    def _append(self, rows: _OutputRows) -> None:
         import pyarrow as pa
 
-        table = {"input_index": pa.array(input_index, pa.int64()), "smiles": pa.array(smiles, pa.string()),
-                 "canonical_smiles": pa.array(canonical, pa.string()), "valid": pa.array(valid, pa.bool_())}
-        if self.mode == "embed":
-            for name, width in self.columns.items():
-                flat = pa.array(np.ascontiguousarray(values[name], np.float32).reshape(-1), pa.float32())
-                table[name] = pa.FixedSizeListArray.from_arrays(flat, width)
-        else:
-            predictions = values["prediction"]
-            for j, name in enumerate(self.prediction_names):
-                table[name] = pa.array(np.ascontiguousarray(predictions[:, j], np.float32), pa.float32())
+        arrays = [pa.array(rows.input_index, pa.int64()), pa.array(rows.smiles, pa.string()),
+                  pa.array(rows.canonical_smiles, pa.string()), pa.array(rows.valid, pa.bool_())]
+        for column in self.layout.value_columns:
+            arrays += _parquet_arrays(column, rows.values[column.name])
         try:
-            self.parquet_writer.write_table(pa.Table.from_pydict(table, schema=self.schema))
+            self.parquet_writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         except OSError as err:  # pyarrow's message names no file
             raise _named_disk_error(err, self.output, force=True) from None
-        self.rows_written += len(input_index)
 
     def close(self) -> list[str]:
-        """Finish the temporary file (footer written; fsynced by the commit); return the final path."""
+        """Write the footer of the temporary file (fsynced by the commit); return the final path."""
         try:
             self.parquet_writer.close()
         except OSError as err:
             raise _named_disk_error(err, self.output, force=True) from None
         return [str(self.output)]
 
-    def abort(self) -> None:
-        """Remove the temporary file (after an error); an earlier file at the output is untouched."""
+    def _close_quietly(self) -> None:
         with contextlib.suppress(Exception):
             self.parquet_writer.close()
-        self.pending.discard()
+
+
+def _parquet_arrays(column: _ValueColumn, values: np.ndarray) -> list:
+    """The Arrow arrays of ``column`` for ``values`` (``[n, width]``), in the order of its schema fields."""
+    import pyarrow as pa
+
+    if column.task_names is None:
+        flat = pa.array(np.ascontiguousarray(values, np.float32).reshape(-1), pa.float32())
+        return [pa.FixedSizeListArray.from_arrays(flat, column.width)]
+    return [pa.array(np.ascontiguousarray(values[:, j], np.float32), pa.float32()) for j in range(column.width)]
 
 
 def _npy_header(shape: tuple[int, ...], dtype, length: int | None = None) -> bytes:
@@ -401,6 +475,7 @@ class _NpyFile:
             raise
 
     def append(self, array: np.ndarray) -> None:
+        """Write the rows of ``array`` after those already written."""
         try:
             self.handle.write(np.ascontiguousarray(array, self.dtype).tobytes())
         except OSError as err:
@@ -420,56 +495,69 @@ class _NpyFile:
             raise _named_disk_error(err, self.target) from None
 
     def close_quietly(self) -> None:
+        """Close the file after an error, ignoring further errors."""
         with contextlib.suppress(OSError):
             self.handle.close()
 
 
-class _NpyWriter:
-    """Writes ``.npy`` outputs (the embedding or predictions, per-view sidecars, ``<stem>.indices.npy`` under
-    ``skip``) front to back to temporary names: no memory map, so a full disk is an ``OSError``, never a SIGBUS."""
+class _NpyWriter(_OutputWriter):
+    """``.npy`` outputs written front to back (no memory map, so a full disk is an ``OSError``, never a SIGBUS):
+    the first value column at the output path, the others at ``<stem>.<name>.npy``, and under ``skip`` the input
+    row of every written row at ``<stem>.indices.npy``."""
 
-    def __init__(self, output: Path, total_rows: int, columns: dict[str, int], skip: bool, pending: PendingFiles):
-        self.output, self.columns, self.skip, self.pending = output, columns, skip, pending
-        self.total_rows, self.rows_written = total_rows, 0
-        self.files: dict[str, _NpyFile] = {}
-        targets = {name: (output if i == 0 else sidecar_path(output, name)) for i, name in enumerate(columns)}
+    def __init__(self, output: Path, layout: _OutputLayout, pending: PendingFiles):
+        super().__init__(output, layout, pending)
+        self.files: dict[str, _NpyFile] = {}  # value column name or "input_index" -> its file
         try:
-            for name, width in columns.items():
-                self.files[name] = _NpyFile(pending.temp_for(targets[name]), targets[name], total_rows, width,
-                                            np.float32)
-            if skip:
-                index_path = sidecar_path(output, "indices")
-                self.files["input_index"] = _NpyFile(pending.temp_for(index_path), index_path, total_rows, None,
-                                                     np.int64)
+            for i, column in enumerate(layout.value_columns):
+                target = output if i == 0 else sidecar_path(output, column.name)
+                self._open(column.name, target, column.width, np.float32)
+            if layout.skip:
+                self._open("input_index", sidecar_path(output, "indices"), None, np.int64)
         except BaseException:
             self.abort()
             raise
 
-    def write(self, values: dict[str, np.ndarray], input_index: np.ndarray, smiles: list[str],
-              canonical: list[str], valid: np.ndarray) -> None:
-        if self.rows_written + len(input_index) > self.total_rows:
+    def _open(self, key: str, target: Path, width: int | None, dtype) -> None:
+        """Start the temporary file of ``target``, sized for every input row."""
+        self.files[key] = _NpyFile(self.pending.temp_for(target), target, self.layout.total_rows, width, dtype)
+
+    def _append(self, rows: _OutputRows) -> None:
+        if self.rows_written + len(rows) > self.layout.total_rows:
             raise InferenceInputError("the input grew while it was being read (more rows than counted)")
-        for name in self.columns:
-            self.files[name].append(values[name])
-        if self.skip:
-            self.files["input_index"].append(input_index)
-        self.rows_written += len(input_index)
+        for column in self.layout.value_columns:
+            self.files[column.name].append(rows.values[column.name])
+        if self.layout.skip:
+            self.files["input_index"].append(rows.input_index)
 
     def close(self) -> list[str]:
-        """Finish the temporary files; return the final paths."""
-        if not self.skip and self.rows_written != self.total_rows:
+        """Finish the temporary files (row count set, fsynced); return the final paths."""
+        if not self.layout.skip and self.rows_written != self.layout.total_rows:
             raise InferenceInputError(
-                f"the input shrank while it was being read ({self.rows_written} rows instead of {self.total_rows})"
+                f"the input shrank while it was being read ({self.rows_written} rows instead of "
+                f"{self.layout.total_rows})"
             )
         for npy in self.files.values():
             npy.finish(self.rows_written)
         return [str(npy.target) for npy in self.files.values()]
 
-    def abort(self) -> None:
-        """Remove the temporary files (after an error); earlier files at the outputs are untouched."""
+    def _close_quietly(self) -> None:
         for npy in self.files.values():
             npy.close_quietly()
-        self.pending.discard()
+
+
+_WRITERS: dict[str, type[_OutputWriter]] = {"csv": _CsvWriter, "npy": _NpyWriter, "parquet": _ParquetWriter}
+
+
+def _open_writer(output: Path, layout: _OutputLayout, pending: PendingFiles) -> _OutputWriter:
+    """The writer for ``output``'s format (from its suffix, see the module docstring); its files are temporary
+    names registered in ``pending`` until the caller commits them (removed again if opening fails)."""
+    writer_class = _WRITERS[output_kind(output)]
+    try:
+        return writer_class(output, layout, pending)
+    except BaseException:
+        pending.discard()  # e.g. a full disk before the first row
+        raise
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -478,6 +566,7 @@ class _NpyWriter:
 
 
 def _checkpoint_architectures(directory: Path) -> list[str]:
+    """The ``architectures`` of the checkpoint in ``directory`` (from its ``config.json``)."""
     try:
         config = json.loads((directory / "config.json").read_text())
     except FileNotFoundError:
@@ -525,16 +614,22 @@ def processor_for_model(processor, model, mode: str = "predict"):
     return processor.with_views(views)
 
 
-def _bad_reason(processor, smiles: str) -> str:
+def default_num_proc() -> int:
+    """The cores this process may run on (its CPU affinity)."""
     try:
-        processor.featurize_one(smiles)
-    except Exception as err:  # noqa: BLE001 - the same failure the processor saw
-        return str(err) or type(err).__name__
-    return "invalid molecule"
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
 def _quiet_processor_warnings():
+    """Raise the processor module's log level to ERROR meanwhile (hides the "masked N of M invalid molecules"
+    warning of ``MMSAProcessor.featurize``).
+
+    Not used by :func:`run_inference` any more (it featurizes molecule by molecule, see
+    :func:`_featurize_molecules`, so the processor logs nothing); kept because ``benchmarks/inference.py``
+    imports it."""
     from .processing import processing_mmsa
 
     logger = processing_mmsa.logger
@@ -546,31 +641,46 @@ def _quiet_processor_warnings():
         logger.setLevel(level)
 
 
-def default_num_proc() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # featurization ahead of the model
 # ------------------------------------------------------------------------------------------------------------------
 
-_WORKER_PROCESSOR = None
+#: the key of a placeholder record (``valid=False``) holding why the molecule could not be featurized
+_ERROR_KEY = "error"
+
+
+def _featurize_molecules(processor, molecules: list[str]) -> list[dict[str, Any]]:
+    """One record per molecule, ``input_index`` its position in ``molecules``.
+
+    A valid molecule gets ``processor.featurize_one``'s record. An invalid one (``featurize_one`` raised, as
+    ``processor.featurize(on_error="mask")`` would mask it) gets ``processor.placeholder_record`` (``valid=False``)
+    with the failure text under :data:`_ERROR_KEY` (the exception's message, else its class name), so the reason
+    is known without featurizing the molecule again. Nothing is logged.
+    """
+    records = []
+    for index, molecule in enumerate(molecules):
+        try:
+            records.append(processor.featurize_one(molecule, index))
+        except Exception as err:  # noqa: BLE001 - MoleculeError, or any RDKit failure on this molecule
+            record = processor.placeholder_record(index)
+            record[_ERROR_KEY] = str(err) or type(err).__name__
+            records.append(record)
+    return records
+
+
+_WORKER_PROCESSOR = None  # the processor of a featurization worker process (set by _init_featurize_worker)
 
 
 def _init_featurize_worker(processor) -> None:
+    """Initializer of a featurization worker process: keep ``processor``, leave signal handling to the parent."""
     global _WORKER_PROCESSOR
-    from .processing import processing_mmsa
-
     reset_signals_in_child()  # SIGTERM from Pool.terminate ends a worker; the parent handles SIGINT and cleans up
     _WORKER_PROCESSOR = processor
-    processing_mmsa.logger.setLevel(logging.ERROR)  # slice-local indices would mislead; the report has global ones
 
 
 def _featurize_slice(molecules: list[str]) -> list[dict[str, Any]]:
-    return _WORKER_PROCESSOR.featurize(molecules, on_error="mask", num_proc=1, show_progress=False)
+    """:func:`_featurize_molecules` in a worker process (``input_index`` local to the slice)."""
+    return _featurize_molecules(_WORKER_PROCESSOR, molecules)
 
 
 class _ChunkFeaturizer:
@@ -605,8 +715,8 @@ class _ChunkFeaturizer:
             self.pool = None
 
     def records(self, chunks: Iterator[list[str]]) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
-        """``(chunk, records)`` per chunk: one record per molecule (``on_error="mask"``), ``input_index`` local to
-        the chunk."""
+        """``(chunk, records)`` per chunk: one record per molecule (:func:`_featurize_molecules`: a placeholder
+        holding the reason for an invalid one), ``input_index`` local to the chunk."""
         pending: collections.deque = collections.deque()
         for chunk in chunks:
             pending.append((chunk, self._submit(chunk)))
@@ -616,6 +726,7 @@ class _ChunkFeaturizer:
             yield self._collect(*pending.popleft())
 
     def _submit(self, chunk: list[str]) -> list[tuple[int, Any]]:
+        """``(start, job)`` per slice of ``chunk``: a pool job, or (no pool) the slice itself, featurized later."""
         if self.pool is None:
             return [(0, chunk)]  # featurized when collected
         size = max(1, -(-len(chunk) // (2 * self.num_proc)))
@@ -623,14 +734,11 @@ class _ChunkFeaturizer:
                 for start in range(0, len(chunk), size)]
 
     def _collect(self, chunk: list[str], jobs: list[tuple[int, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+        """The records of ``chunk`` from its jobs (waited for, timed), ``input_index`` made local to the chunk."""
         t0 = time.perf_counter()
         records = []
         for start, job in jobs:
-            if self.pool is None:
-                with _quiet_processor_warnings():
-                    part = self.processor.featurize(job, on_error="mask", num_proc=1, show_progress=False)
-            else:
-                part = job.get()
+            part = _featurize_molecules(self.processor, job) if self.pool is None else job.get()
             for record in part:
                 record["input_index"] += start
             records.extend(part)
@@ -661,56 +769,70 @@ def run_inference(
     processor computes only the views the model reads (:func:`processor_for_model`). Returns (and writes as
     ``<output>.report.json``) the report; see the module docstring for the files.
     """
-    wall = time.perf_counter()
+    started = time.perf_counter()
     _check_options(mode, on_error, batch_size, chunk_size)
     output_path = Path(output_path)
     output_kind(output_path)  # fail fast, before loading anything
     input_path = _check_input(input_path)
     smiles_column = resolve_smiles_column(input_path, smiles_column)
-    if model is None or processor is None:
-        loaded_model, loaded_processor, _ = load_for_inference(str(model_id), mode, revision)
-        model = model if model is not None else loaded_model
-        processor = processor if processor is not None else loaded_processor
-    processor = processor_for_model(processor, model, mode)
+    model, processor = _model_and_processor(model_id, mode, revision, model, processor)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     run = _InferenceRun(model, processor, mode, per_view, device, batch_size,
                         int(num_proc or default_num_proc()), on_error)
     total = count_rows(input_path, smiles_column)
-    pending = PendingFiles()  # every output and the report go to temporary names until the run has succeeded
+    settings = {"model": str(model_id), "input": str(input_path), "smiles_column": smiles_column,
+                "output": str(output_path), "chunk_size": chunk_size}
+    return _write_outputs(run, settings, total, show_progress, started=started)
+
+
+def _write_outputs(run: _InferenceRun, settings: dict[str, Any], total: int, show_progress: bool,
+                   started: float) -> dict[str, Any]:
+    """Stream the ``settings["input"]`` rows (``total`` of them) through ``run`` into the output file(s), then
+    write the report; every file goes to a temporary name, all committed together once everything succeeded
+    (the outputs first, the report last) and removed on any error. ``started``: the run's ``time.perf_counter()``
+    at its start (for ``wall_seconds``). Returns the report."""
+    input_path, output_path = Path(settings["input"]), Path(settings["output"])
+    pending = PendingFiles()
+    writer = _open_writer(output_path, _OutputLayout(run.value_columns, total, run.on_error == "skip"), pending)
     try:
-        writer = _open_writer(output_path, total, run.columns, skip=on_error == "skip", mode=mode,
-                              prediction_names=run.names, pending=pending)
-    except BaseException:
-        pending.discard()  # e.g. a full disk before the first row
-        raise
-    try:
-        rows, files = _stream(run, writer, iter_smiles_chunks(input_path, smiles_column, chunk_size),
-                              total, show_progress, input_path)
+        chunks = iter_smiles_chunks(input_path, settings["smiles_column"], settings["chunk_size"])
+        rows, files = _stream(run, writer, chunks, total, show_progress, input_path)
         if rows != total:
             raise InferenceInputError(f"read {rows} rows from {input_path} but counted {total} before")
-        settings = {"model": str(model_id), "input": str(input_path), "smiles_column": smiles_column,
-                    "output": str(output_path), "chunk_size": chunk_size}
-        report = run.report(settings, total, writer.rows_written, time.perf_counter() - wall)
-        rp = report_path(output_path)
-        report["files"] = sorted(set(files) | {str(rp)})
-        _write_report(pending.temp_for(rp), report, rp)
-        pending.commit()  # the outputs first, the report last
+        report = run.report(settings, total, writer.rows_written, time.perf_counter() - started)
+        _write_report(report, files, output_path, pending)
+        pending.commit()
     except BaseException:
         writer.abort()
         raise
     return report
 
 
-def _write_report(temp: Path, report: dict[str, Any], target: Path) -> None:
+def _model_and_processor(model_id: str | os.PathLike, mode: str, revision: str | None, model, processor):
+    """``(model, processor)`` for :func:`run_inference`: either one loaded from ``model_id`` unless given, the
+    processor reduced to the views the model reads (:func:`processor_for_model`)."""
+    if model is None or processor is None:
+        loaded_model, loaded_processor, _ = load_for_inference(str(model_id), mode, revision)
+        model = model if model is not None else loaded_model
+        processor = processor if processor is not None else loaded_processor
+    return model, processor_for_model(processor, model, mode)
+
+
+def _write_report(report: dict[str, Any], files: list[str], output_path: Path, pending: PendingFiles) -> None:
+    """Set ``report["files"]`` (the outputs ``files`` and the report itself) and write the report to its
+    temporary name in ``pending`` (``<output>.report.json`` once committed)."""
+    target = report_path(output_path)
+    report["files"] = sorted(set(files) | {str(target)})
     try:
-        with open(temp, "w") as handle:
+        with open(pending.temp_for(target), "w") as handle:
             handle.write(json.dumps(report, indent=2) + "\n")
     except OSError as err:
         raise _named_disk_error(err, target) from None
 
 
 def _check_options(mode: str, on_error: str, batch_size: int, chunk_size: int) -> None:
+    """Raise :class:`InferenceInputError` for an unknown ``mode`` / ``on_error`` or a size below 1."""
     if on_error not in ("mask", "skip", "raise"):
         raise InferenceInputError(f"on_error={on_error!r}: use 'mask', 'skip' or 'raise'")
     if mode not in ("embed", "predict"):
@@ -719,7 +841,7 @@ def _check_options(mode: str, on_error: str, batch_size: int, chunk_size: int) -
         raise InferenceInputError(f"batch_size and chunk_size must be >= 1 (got {batch_size}, {chunk_size})")
 
 
-def _stream(run: _InferenceRun, writer, chunks: Iterator[list[str]], total: int, show_progress: bool,
+def _stream(run: _InferenceRun, writer: _OutputWriter, chunks: Iterator[list[str]], total: int, show_progress: bool,
             input_path: Path) -> tuple[int, list[str]]:
     """Featurize, run and write every chunk, then close the writer (its temporary files complete); returns the
     number of input rows read and the final names of the files written. The caller commits or aborts."""
@@ -762,14 +884,16 @@ class _InferenceRun:
         else:
             self.names = prediction_columns(config)
             self.columns = {"prediction": len(self.names)}
+        self.value_columns = _value_columns(self.columns, self.names)
         self.bad_rows: list[dict[str, Any]] = []
         self.timings = {"featurize": 0.0, "collate": 0.0, "model": 0.0, "write": 0.0}
 
-    def process_chunk(self, chunk: list[str], records: list[dict], offset: int, writer, input_path: Path) -> None:
+    def process_chunk(self, chunk: list[str], records: list[dict], offset: int, writer: _OutputWriter,
+                      input_path: Path) -> None:
         """Record the bad rows of ``chunk`` (input rows ``offset...``, featurized into ``records``, one per
         molecule), run the model on the valid ones, write the rows."""
         valid = np.fromiter((bool(r["valid"]) for r in records), bool, len(records))
-        self._record_bad_rows(chunk, offset, valid, input_path)
+        self._record_bad_rows(chunk, records, offset, valid, input_path)
         values = {name: np.full((len(chunk), width), np.nan, np.float32) for name, width in self.columns.items()}
         good = [r for r in records if r["valid"]]
         good_rows = np.flatnonzero(valid)
@@ -777,19 +901,22 @@ class _InferenceRun:
             self._run_batch(good[start:start + self.batch_size], good_rows[start:start + self.batch_size], values)
         t0 = time.perf_counter()
         keep = valid if self.on_error == "skip" else np.ones(len(chunk), bool)
-        writer.write(
-            {k: v[keep] for k, v in values.items()},
-            np.arange(offset, offset + len(chunk), dtype=np.int64)[keep],
-            [s for s, k in zip(chunk, keep) if k],
-            [r["smiles"] for r, k in zip(records, keep) if k],
-            valid[keep],
-        )
+        writer.write(_OutputRows(
+            values={k: v[keep] for k, v in values.items()},
+            input_index=np.arange(offset, offset + len(chunk), dtype=np.int64)[keep],
+            smiles=[s for s, k in zip(chunk, keep) if k],
+            canonical_smiles=[r["smiles"] for r, k in zip(records, keep) if k],
+            valid=valid[keep],
+        ))
         self.timings["write"] += time.perf_counter() - t0
 
-    def _record_bad_rows(self, chunk: list[str], offset: int, valid: np.ndarray, input_path: Path) -> None:
+    def _record_bad_rows(self, chunk: list[str], records: list[dict], offset: int, valid: np.ndarray,
+                         input_path: Path) -> None:
+        """Add the invalid molecules of ``chunk`` to ``bad_rows`` with the reason kept in their placeholder
+        record; under ``raise``, raise :class:`InferenceInputError` for the first one instead."""
         for local in np.flatnonzero(~valid):
             index = offset + int(local)
-            reason = _bad_reason(self.processor, chunk[local])
+            reason = records[local][_ERROR_KEY]
             if self.on_error == "raise":
                 raise InferenceInputError(
                     f"{input_path}: invalid molecule at row {index} ({chunk[local]!r}): {reason}. "
