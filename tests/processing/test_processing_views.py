@@ -44,7 +44,8 @@ def test_full_processor_fingerprints_are_unchanged():
     assert processor_fingerprint(MMSAProcessor()) == DEFAULT_FINGERPRINT
     assert processor_fingerprint(build_processor(image_size=128)) == SMALL_PRESET_FINGERPRINT
     assert processor_fingerprint(MMSAProcessor(views=["geometry", "graph", "image"])) == DEFAULT_FINGERPRINT
-    assert FEATURIZE_FORMAT_VERSION == 1
+    # format 2: conformer statuses 5 and 6 (force-field failure kept ETKDG coordinates), issue 14; views left it alone
+    assert FEATURIZE_FORMAT_VERSION == 2
     assert RECORD_COLUMNS == ("atom_features", "bond_features", "edge_index", "atomic_numbers", "pos",
                               "conformer_status", "image_png", "canonical_smiles", "valid")
     assert "views" not in MMSAProcessor().to_dict()
