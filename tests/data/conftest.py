@@ -20,8 +20,8 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def hf_cache(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("hf_datasets_cache"))
+def hf_cache(shared_datasets_cache) -> str:
+    return str(shared_datasets_cache)
 
 
 @pytest.fixture(scope="session")

@@ -20,9 +20,10 @@ def _read_rows(path: Path, n: int) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def training_cache(tmp_path_factory) -> Path:
-    """One ``HF_DATASETS_CACHE`` for every training test (featurization is paid once)."""
-    return tmp_path_factory.mktemp("datasets_cache")
+def training_cache(shared_datasets_cache) -> Path:
+    """One ``HF_DATASETS_CACHE`` for every training test (featurization is paid once), the session's shared
+    cache, so the scaffold tables of the data tests are reused by the pretraining runs."""
+    return shared_datasets_cache
 
 
 @pytest.fixture(scope="session")
