@@ -4,8 +4,10 @@
 (the default corpus, featurised once and cached), alternating variant by variant within every round so that a
 shared machine slows them alike:
 
-- ``today``: the preset's geometry settings before issue 10 (``TODAY``), fp32, the image batch in NCHW;
-- ``new_fp32``: the preset as it is now (``PRESETS``), fp32, channels-last image batch;
+- ``today``: the preset's geometry settings before issue 10 (``TODAY``), fp32, the image batch in NCHW, torch's
+  default (for-each) AdamW;
+- ``new_fp32``: the preset as it is now (``PRESETS``), fp32, channels-last image batch, fused AdamW (as
+  ``scripts/pretrain.py`` builds it since 2026-12-03);
 - ``new``: as ``new_fp32`` plus bf16 autocast (on a CPU with native bf16; otherwise ``new`` = ``new_fp32``).
 
 Timed per batch: the whole training step (forward, backward, AdamW step) and, separately, forward + backward
@@ -76,9 +78,9 @@ def load_molecules(num_train: int, num_held_out: int, preset: str = "small", see
 def variant_specs(preset: str, bf16: bool) -> list[dict[str, Any]]:
     """``today`` / ``new_fp32`` / ``new`` (see the module docstring)."""
     return [
-        {"name": "today", "overrides": dict(TODAY[preset]), "bf16": False, "channels_last": False},
-        {"name": "new_fp32", "overrides": {}, "bf16": False, "channels_last": True},
-        {"name": "new", "overrides": {}, "bf16": bf16, "channels_last": True},
+        {"name": "today", "overrides": dict(TODAY[preset]), "bf16": False, "channels_last": False, "fused": False},
+        {"name": "new_fp32", "overrides": {}, "bf16": False, "channels_last": True, "fused": True},
+        {"name": "new", "overrides": {}, "bf16": bf16, "channels_last": True, "fused": True},
     ]
 
 
@@ -92,7 +94,7 @@ def build_variant(preset: str, spec: dict[str, Any], seed: int = 0, lr: float = 
     if model.mmsa.image_encoder is not None:
         layout = torch.channels_last if spec["channels_last"] else torch.contiguous_format
         model.mmsa.image_encoder.memory_format = layout
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5, fused=spec["fused"] or None)
     return {**spec, "config": config, "model": model, "optimizer": optimizer}
 
 
@@ -225,7 +227,7 @@ def report_preset(preset, variants, times, collate_s, batch_size, bf16) -> dict[
                                       "molecules_per_cpu_s": round(1000 * batch_size / cpu, 1)}
         result["variants"][variant["name"]] = {
             "geometry": geometry_settings(variant["config"]), "bf16": variant["bf16"],
-            "channels_last": variant["channels_last"], "parts": parts}
+            "channels_last": variant["channels_last"], "fused_adamw": variant["fused"], "parts": parts}
     v = {name: result["variants"][name]["parts"] for name in ("today", "new_fp32", "new")}
     for key, label in (("median_ms", "wall"), ("cpu_median_ms", "cpu")):
         result[f"speedup_new_vs_today_{label}"] = {
