@@ -94,7 +94,7 @@ def build_variant(preset: str, spec: dict[str, Any], seed: int = 0, lr: float = 
     if model.mmsa.image_encoder is not None:
         layout = torch.channels_last if spec["channels_last"] else torch.contiguous_format
         model.mmsa.image_encoder.memory_format = layout
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5, fused=spec["fused"] or None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5, fused=spec["fused"])
     return {**spec, "config": config, "model": model, "optimizer": optimizer}
 
 

@@ -8,9 +8,9 @@ changes no result.
 
 ``make test`` runs the suite on two pytest-xdist workers (``-n 2 --dist loadgroup``). Session fixtures live per
 worker, so every test that uses the shared cache is put in one xdist group: those tests run on one worker, one
-after the other, and the tables are computed once. Every other test is grouped by its file. Each worker and every process it launches uses one torch /
-OpenMP thread, so two workers on two cores never oversubscribe them (a plain ``pytest tests`` keeps torch's
-default).
+after the other, and the tables are computed once. Every other test is grouped by its file. Each worker and
+every process it launches uses one torch / OpenMP thread, so two workers on two cores never oversubscribe them (a
+plain ``pytest tests`` keeps torch's default).
 """
 
 from __future__ import annotations
@@ -23,12 +23,8 @@ import pytest
 SHARED_CACHE_GROUP = "shared_datasets_cache"
 
 
-def _under_xdist() -> bool:
-    return "PYTEST_XDIST_WORKER" in os.environ
-
-
 def pytest_configure(config):
-    if _under_xdist():
+    if "PYTEST_XDIST_WORKER" in os.environ:
         os.environ["OMP_NUM_THREADS"] = "1"
         os.environ["MKL_NUM_THREADS"] = "1"
         import torch
