@@ -46,9 +46,8 @@ if str(REPO) not in sys.path:
 
 DATASETS = ["bbbp", "bace", "clintox", "sider", "tox21"]
 HEADLINE_ROWS = ["pretrained", "scratch"]
-ROW_LABELS = {"pretrained": "(a) MMSA multi-view pretrained (`mmsa-small`)", "scratch": "(b) same architecture, from scratch",
-              "graph": "(c) MMSA graph-only pretrained, + descriptor term (`mmsa-small-graph`)",
-              "cont": "(c) `mmsa-small-graph` + 5,597 more steps (1.43 M molecules, LR 5e-4; not shipped)"}
+#: labels of the headline rows; an extra row's label is given once with --row_labels and kept in the results JSON
+ROW_LABELS = {"pretrained": "(a) MMSA multi-view pretrained (`mmsa-small`)", "scratch": "(b) same architecture, from scratch"}
 REFERENCE_LABELS = {"chemprop": "(d) chemprop 2.3.1 (reference)", "rf_ecfp4": "(d) RF on ECFP4 (reference)"}
 README_BEGIN = "<!-- moleculenet-table:begin -->"
 README_END = "<!-- moleculenet-table:end -->"
@@ -63,6 +62,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--pretrained_model", required=True, help="checkpoint directory (save_pretrained of an MMSA model)")
     add("--extra_rows", nargs="*", default=[], metavar="NAME=PATH", help="ablation checkpoints, one row each")
     add("--rows", nargs="+", default=None, help="rows to run (default: pretrained, scratch and the extra rows)")
+    add("--row_labels", nargs="*", default=[], metavar="NAME=LABEL",
+        help="table label of a row, stored in the results JSON (default: '(c) NAME')")
     add("--datasets", nargs="+", default=DATASETS)
     add("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     add("--backbone_lrs", type=float, nargs="+", default=[1e-3, 3e-4, 1e-4], help="backbone learning-rate grid")
@@ -385,6 +386,20 @@ def _chosen_cells(results: dict[str, Any], row: str, dataset: str) -> tuple[dict
     return chosen, {"backbone_lr": lr, "validation_mean_by_lr": means}
 
 
+def row_label(results: dict[str, Any], row: str) -> str:
+    """The row's label: given with --row_labels (kept in the results JSON), a headline default, or "(c) row"."""
+    return results.get("row_labels", {}).get(row) or ROW_LABELS.get(row, f"(c) {row}")
+
+
+def store_row_labels(results: dict[str, Any], specs: Sequence[str]) -> None:
+    """Merge ``NAME=LABEL`` specs into ``results["row_labels"]``."""
+    for spec in specs:
+        name, _, label = spec.partition("=")
+        if not name or not label:
+            raise SystemExit(f"--row_labels {spec!r}: expected NAME=LABEL")
+        results.setdefault("row_labels", {})[name] = label
+
+
 def summarise_row(results: dict[str, Any], row: str, datasets: list[str]) -> dict[str, Any]:
     """Per dataset at the chosen rate: test at the best-validation epoch and at the last epoch (×100, over
     seeds), and the 5-set average per seed (seeds that have every dataset)."""
@@ -403,7 +418,7 @@ def summarise_row(results: dict[str, Any], row: str, datasets: list[str]) -> dic
     for metric, seeds in per_seed.items():
         full = {s: sum(v.values()) / len(datasets) for s, v in seeds.items() if len(v) == len(datasets)}
         average[metric] = {**_mean_std(list(full.values())), "per_seed": full}
-    return {"label": ROW_LABELS.get(row, f"(c) {row}"), "datasets": per_dataset, "average": average}
+    return {"label": row_label(results, row), "datasets": per_dataset, "average": average}
 
 
 def paired_difference(rows: dict[str, Any], row: str, control: str = "scratch") -> dict[str, Any]:
@@ -560,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = Path(args.results)
     path = out.with_suffix(".json")
     results = load_results(path, protocol(args))
+    store_row_labels(results, args.row_labels)
     computed: list[str] = []
     if not args.table_only:
         start = time.time()

@@ -50,6 +50,9 @@ def objective_summary(config) -> str:
     if getattr(config, "num_descriptors", 0) > 0:
         terms.append(f"regression of {config.num_descriptors} CDF-normalised RDKit descriptors from the pooled GIN "
                      f"output (weight {config.descriptor_weight:g})")
+    if getattr(config, "num_fingerprint_bits", 0) > 0:
+        terms.append(f"prediction of the {config.num_fingerprint_bits} folded Morgan bits (radius "
+                     f"{config.fingerprint_radius}) from the pooled GIN output (weight {config.fingerprint_weight:g})")
     return (f"Views: {', '.join(views)}. Terms: {'; '.join(terms)} (see the package's `docs/method.md`, "
             "section 2.8).")
 

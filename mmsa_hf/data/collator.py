@@ -74,12 +74,16 @@ class MMSACollator:
         label_dtype: torch dtype name of ``labels`` (default ``"float32"``).
         descriptor_normalizer: a :class:`~mmsa_hf.data.descriptors.DescriptorNormalizer`; the batch then has
             ``descriptor_targets`` (the pretraining ``descriptor`` term).
+        fingerprint_bits: width of the folded Morgan fingerprint; the batch then has ``fingerprint_targets``
+            ``[B, fingerprint_bits]`` (the pretraining ``fingerprint`` term; rows carry the ``morgan_bits`` column of
+            :func:`~mmsa_hf.data.fingerprints.add_fingerprints`).
     """
 
     def __init__(self, processor, label_columns: Sequence[str] | str | None = None, label_dtype: str = "float32",
-                 descriptor_normalizer=None):
+                 descriptor_normalizer=None, fingerprint_bits: int | None = None):
         self.processor = processor
         self.descriptor_normalizer = descriptor_normalizer
+        self.fingerprint_bits = fingerprint_bits
         if isinstance(label_columns, str):
             label_columns = [label_columns]
         self.label_columns = list(label_columns) if label_columns is not None else None
@@ -115,6 +119,10 @@ class MMSACollator:
             out["row_index"] = torch.tensor([int(r["row_index"]) for r in rows], dtype=torch.long)
         if self.descriptor_normalizer is not None:
             out["descriptor_targets"] = self._descriptor_targets(rows)
+        if self.fingerprint_bits:
+            from .fingerprints import fingerprint_targets
+
+            out["fingerprint_targets"] = fingerprint_targets(rows, self.fingerprint_bits)
         return out
 
     def _descriptor_targets(self, rows):

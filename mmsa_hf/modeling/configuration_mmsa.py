@@ -206,6 +206,14 @@ class MMSAConfig(PreTrainedConfig):
             head) switches it off; ``scripts/pretrain.py --descriptor_targets`` sets it from the RDKit version.
         descriptor_weight (`float`, defaults to 10.0): weight of the descriptor loss (masked MSE in ``[0, 1]``,
             whose chance level is 1/12; x10 puts it on the scale of the cross-entropy terms).
+        num_fingerprint_bits (`int`, defaults to 0): molecule-level term on the 2D encoder (our addition): predict
+            the folded Morgan fingerprint (``fingerprint_radius``, this many bits; ``mmsa_hf.data.fingerprints``)
+            of each molecule from the pooled GIN output, as multi-label BCE. 0 (no head) switches it off;
+            ``scripts/pretrain.py --fingerprint_targets`` sets 2048.
+        fingerprint_radius (`int`, defaults to 2): Morgan radius of the targets (2 = ECFP4). Stored so a continued
+            run computes the same bits.
+        fingerprint_weight (`float`, defaults to 10.0): weight of the fingerprint loss (BCE averaged over every
+            bit; most bits are off, so the per-bit mean is small and x10 puts it beside the other terms).
         downstream_modalities (`list[str]`, *optional*): views used by [`MMSAForMolecularPropertyPrediction`];
             `None` (default) means every enabled view; `["graph"]` alone is the GraphMVP-style protocol. Naming a
             disabled view raises.
@@ -294,6 +302,9 @@ class MMSAConfig(PreTrainedConfig):
     masked_bond_prediction: bool = True
     num_descriptors: int = 0
     descriptor_weight: float = 10.0
+    num_fingerprint_bits: int = 0
+    fingerprint_radius: int = 2
+    fingerprint_weight: float = 10.0
 
     downstream_modalities: list[str] | tuple[str, ...] | None = None
     downstream_embedding: str = "auto"
@@ -408,6 +419,7 @@ INTEGER_FIELDS = {
                      "geometry_hidden_size", "geometry_num_filters", "fusion_num_heads", "fusion_num_layers",
                      "hypergraph_k", "hypergraph_anchor_k", "hypergraph_num_layers", "memory_num_anchors"), 1),
     "geometry_num_rbf": 2, "memory_sinkhorn_iterations": 0, "num_descriptors": 0,
+    "num_fingerprint_bits": 0, "fingerprint_radius": 0,
 }
 OPTIONAL_INTEGER_FIELDS = ("fusion_intermediate_size", "classifier_hidden_size")
 PROBABILITY_FIELDS = ("graph_dropout", "fusion_dropout", "hypergraph_dropout", "classifier_dropout",
@@ -415,7 +427,7 @@ PROBABILITY_FIELDS = ("graph_dropout", "fusion_dropout", "hypergraph_dropout", "
 POSITIVE_FLOAT_FIELDS = ("geometry_cutoff", "memory_temperature", "memory_target_temperature",
                          "contrastive_temperature")
 LOSS_WEIGHT_FIELDS = ("contrastive_weight", "reconstruction_weight", "hypergraph_weight", "memory_weight",
-                      "masked_attribute_weight", "descriptor_weight")
+                      "masked_attribute_weight", "descriptor_weight", "fingerprint_weight")
 CHOICE_FIELDS = {
     "graph_jk": GRAPH_JK_MODES, "graph_pooling": POOLING_MODES, "geometry_pooling": POOLING_MODES,
     "memory_update_rule": MEMORY_UPDATE_RULES, "hypergraph_consistency_target": HYPERGRAPH_CONSISTENCY_TARGETS,

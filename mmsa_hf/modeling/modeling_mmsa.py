@@ -42,6 +42,7 @@ from .losses import (
 )
 from .checksums import verify_directory, write_manifest
 from .descriptor_head import MMSADescriptorHead, descriptor_loss
+from .fingerprint_head import MMSAFingerprintHead, fingerprint_loss
 from .masked_attributes import MMSAMaskedAttributeHead, masked_attribute_loss, sample_masked_atoms
 from .memory import MMSAMemoryBank
 from .outputs import MMSAModelOutput, MMSAPretrainingOutput, MMSAPropertyPredictionOutput
@@ -404,12 +405,14 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
     .. math::
         \mathcal{L} = w_c\,\mathcal{L}_{contrastive} + w_r\,\mathcal{L}_{reconstruction}
             + w_h\,\mathcal{L}_{hypergraph} + w_m\,\mathcal{L}_{memory} + w_a\,\mathcal{L}_{mask}
-            + w_d\,\mathcal{L}_{descriptor}
+            + w_d\,\mathcal{L}_{descriptor} + w_f\,\mathcal{L}_{fingerprint}
 
     (see ``losses.py`` and ``masked_attributes.py``). With ``masked_atom_ratio > 0`` the GIN sees a masked copy of
     every graph (the masked atoms and their bonds replaced by mask embeddings) and :math:`\mathcal{L}_{mask}`
     predicts their attributes. With ``num_descriptors > 0``, :math:`\mathcal{L}_{descriptor}` regresses the
-    ``descriptor_targets`` of each molecule from the pooled GIN output (``descriptor_head.py``). Under the
+    ``descriptor_targets`` of each molecule from the pooled GIN output (``descriptor_head.py``); with
+    ``num_fingerprint_bits > 0``, :math:`\mathcal{L}_{fingerprint}` predicts its Morgan bits
+    (``fingerprint_targets``, ``fingerprint_head.py``). Under the
     ``"ema"`` memory rule the anchors are updated in place at the end of every
     training-mode forward (``update_memory`` overrides this), from the embeddings of ``config.memory_space``
     gathered across processes.
@@ -425,6 +428,7 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
         )
         self.attribute_head = MMSAMaskedAttributeHead(config) if config.masked_atom_ratio > 0 else None
         self.descriptor_head = MMSADescriptorHead(config) if config.num_descriptors > 0 else None
+        self.fingerprint_head = MMSAFingerprintHead(config) if config.num_fingerprint_bits > 0 else None
         self.hypergraph_mask_token = (
             nn.Parameter(torch.zeros(config.hidden_size))
             if config.use_hypergraph and config.hypergraph_consistency_target == "masked"
@@ -449,6 +453,7 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
         modality_mask: torch.BoolTensor | None = None,
         masked_atoms: torch.BoolTensor | None = None,
         descriptor_targets: torch.FloatTensor | None = None,
+        fingerprint_targets: torch.FloatTensor | None = None,
         update_memory: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
@@ -460,6 +465,8 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
                 ``masked_atom_ratio`` of every valid molecule's atoms, drawn from torch's global generator.
             descriptor_targets (`torch.FloatTensor` of shape `(B, num_descriptors)`, *optional*): normalised
                 descriptors in ``[0, 1]``, NaN where missing; without them the descriptor term is 0.
+            fingerprint_targets (`torch.FloatTensor` of shape `(B, num_fingerprint_bits)`, *optional*): Morgan
+                bits in ``{0, 1}``, NaN for a masked molecule; without them the fingerprint term is 0.
             update_memory (`bool`, *optional*): apply the EMA anchor update (``"ema"`` rule only). Defaults to
                 ``self.training``.
         """
@@ -488,7 +495,8 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
             "masked_attribute_loss": self._masked_attribute_loss(
                 output, atom_features, bond_features, edge_index, batch, masked_atoms
             ),
-            "descriptor_loss": self._descriptor_loss(output, rows, descriptor_targets),
+            "descriptor_loss": self._molecule_target_loss(output, rows, descriptor_targets, "descriptor"),
+            "fingerprint_loss": self._molecule_target_loss(output, rows, fingerprint_targets, "fingerprint"),
         }
         loss = sum(getattr(config, name.replace("_loss", "_weight")) * value for name, value in terms.items())
         if not loss.requires_grad and torch.is_grad_enabled() and fused.requires_grad:
@@ -527,16 +535,21 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
             self.attribute_head, output.atom_embeddings, atom_features, bond_features, edge_index, masked_atoms
         )
 
-    def _descriptor_loss(self, output, rows, descriptor_targets) -> torch.Tensor:
+    def _molecule_target_loss(self, output, rows, targets, kind: str) -> torch.Tensor:
+        """The ``descriptor`` or ``fingerprint`` term: its head on the pooled GIN output of the valid rows."""
         pooled = output.graph_pooled_output
-        if self.descriptor_head is None or descriptor_targets is None:
+        head, width_field, loss_fn = {
+            "descriptor": (self.descriptor_head, "num_descriptors", descriptor_loss),
+            "fingerprint": (self.fingerprint_head, "num_fingerprint_bits", fingerprint_loss),
+        }[kind]
+        if head is None or targets is None:
             return torch.zeros((), device=pooled.device)
-        if descriptor_targets.shape != (pooled.size(0), self.config.num_descriptors):
+        width = getattr(self.config, width_field)
+        if targets.shape != (pooled.size(0), width):
             raise ValueError(
-                f"descriptor_targets: shape {tuple(descriptor_targets.shape)}, expected "
-                f"({pooled.size(0)}, num_descriptors={self.config.num_descriptors})"
+                f"{kind}_targets: shape {tuple(targets.shape)}, expected ({pooled.size(0)}, {width_field}={width})"
             )
-        return descriptor_loss(self.descriptor_head(pooled[rows]), descriptor_targets[rows])
+        return loss_fn(head(pooled[rows]), targets[rows])
 
     def _hypergraph_loss(self, unified, fused, views, present) -> torch.Tensor:
         config = self.config
@@ -595,7 +608,8 @@ class MMSAForMolecularPropertyPrediction(MMSAPreTrainedModel):
     """
 
     _keys_to_ignore_on_load_unexpected = [
-        r"reconstruction_heads\.", r"attribute_head\.", r"descriptor_head\.", r"hypergraph_mask_token"
+        r"reconstruction_heads\.", r"attribute_head\.", r"descriptor_head\.", r"fingerprint_head\.",
+        r"hypergraph_mask_token",
     ]
 
     def __init__(self, config: MMSAConfig):

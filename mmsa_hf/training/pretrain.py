@@ -86,6 +86,10 @@ class PretrainArguments:
     descriptor_targets: bool = field(
         default=False,
         metadata=argument_help("add the descriptor term: regress ~210 normalised RDKit descriptors from the pooled 2D encoder"))
+    fingerprint_targets: bool = field(
+        default=False,
+        metadata=argument_help("add the fingerprint term: predict each molecule's folded Morgan bits (ECFP4, 2048 bits "
+                               "unless the config sets num_fingerprint_bits) from the pooled 2D encoder"))
     legacy_objectives: bool = field(
         default=False,
         metadata=argument_help("ablation: the first implementation's objective (no masked attributes, "
@@ -169,7 +173,20 @@ def _config_overrides(args: PretrainArguments) -> dict[str, Any]:
         from ..data.descriptors import descriptor_names
 
         overrides["num_descriptors"] = len(descriptor_names())
+    if args.fingerprint_targets and "num_fingerprint_bits" not in overrides:
+        overrides["num_fingerprint_bits"] = _fingerprint_bits_of(args.init_from) or DEFAULT_FINGERPRINT_BITS
     return overrides
+
+
+DEFAULT_FINGERPRINT_BITS = 2048
+
+
+def _fingerprint_bits_of(checkpoint: str | None) -> int:
+    """``num_fingerprint_bits`` of an ``--init_from`` checkpoint's config (0 without one), so a continued run keeps
+    its fingerprint head."""
+    if checkpoint is None:
+        return 0
+    return int(json.loads(Path(checkpoint, "config.json").read_text()).get("num_fingerprint_bits", 0))
 
 
 def _descriptor_normalizer(featurized, seed: int, sample_size: int = 20000):
@@ -286,10 +303,11 @@ def _adamw(model, args: PretrainArguments) -> torch.optim.AdamW:
 
 
 def _prepare_data(args: PretrainArguments, accelerator, config, num_proc: int) -> dict[str, Any]:
-    """The processor of the views the model reads, the featurised corpus (with descriptors when asked), its
-    description, the descriptor normaliser and the seeded ``DataLoader``."""
+    """The processor of the views the model reads, the featurised corpus (with descriptors and Morgan bits when
+    asked), its description, the descriptor normaliser and the seeded ``DataLoader``."""
     from ..data import MMSACollator, corpus_description, featurize_dataset, featurize_report, load_pretraining_corpus
     from ..data.descriptors import NORMALIZER_FILE, add_descriptors
+    from ..data.fingerprints import add_fingerprints
 
     preset = args.config if args.config in PRESET_IMAGE_SIZE else "base"
     # Only the views this model reads: an ablation without 3D computes no conformer (same cache as before for the
@@ -308,12 +326,16 @@ def _prepare_data(args: PretrainArguments, accelerator, config, num_proc: int) -
         corpus_info.update(featurization=featurize_report(featurized), molecules_used=len(featurized))
         if args.descriptor_targets and len(featurized):
             featurized = add_descriptors(featurized, num_proc=num_proc)
+        if config.num_fingerprint_bits > 0 and len(featurized):
+            featurized = add_fingerprints(featurized, config.fingerprint_radius, config.num_fingerprint_bits,
+                                          num_proc=num_proc)
     if len(featurized) == 0:
         raise ValueError(f"corpus {args.corpus!r}: no molecule survived featurization")
     normalizer = _descriptor_normalizer_for(args, featurized) if args.descriptor_targets else None
     loader = torch.utils.data.DataLoader(
         featurized, batch_size=args.batch_size, shuffle=True, drop_last=len(featurized) >= 2 * args.batch_size,
-        collate_fn=MMSACollator(processor, descriptor_normalizer=normalizer), num_workers=args.dataloader_workers,
+        collate_fn=MMSACollator(processor, descriptor_normalizer=normalizer,
+                                fingerprint_bits=config.num_fingerprint_bits or None), num_workers=args.dataloader_workers,
         generator=torch.Generator().manual_seed(args.seed),
     )
     return {"processor": processor, "corpus_info": corpus_info, "normalizer": normalizer,

@@ -209,3 +209,48 @@ def test_property_model_drops_the_descriptor_head(tmp_path):
     MMSAForPreTraining(_graph_only(num_descriptors=4)).save_pretrained(tmp_path)
     model, info = MMSAForMolecularPropertyPrediction.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["unexpected_keys"] and not any("descriptor" in k for k in model.state_dict())
+
+
+# ---------------------------------------------------------------------------------------------- fingerprint targets
+
+
+def test_fingerprint_loss_is_the_masked_bce_of_the_pooled_graph_head():
+    config = _graph_only(num_fingerprint_bits=16, masked_atom_ratio=0.0)
+    model = MMSAForPreTraining(config).eval()
+    batch = make_random_batch(num_molecules=4, seed=2, image_size=32)
+    targets = (torch.rand(4, 16) < 0.2).float()
+    targets[2] = float("nan")  # a molecule RDKit could not fingerprint
+    out = model(**batch, fingerprint_targets=targets)
+    logits = model.fingerprint_head(model.mmsa(**batch).graph_pooled_output)
+    observed = ~torch.isnan(targets)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[observed], targets[observed])
+    assert float(out.fingerprint_loss) == pytest.approx(float(expected), rel=1e-5)
+    assert float(model(**batch).fingerprint_loss) == 0.0  # no targets, no term
+    with pytest.raises(ValueError, match="num_fingerprint_bits=16"):
+        model(**batch, fingerprint_targets=torch.zeros(4, 8))
+
+
+def test_fingerprint_loss_falls_when_training_on_a_tiny_corpus():
+    torch.manual_seed(0)
+    config = _graph_only(num_fingerprint_bits=32, masked_atom_ratio=0.0, fingerprint_weight=1.0)
+    model = MMSAForPreTraining(config).train()
+    batch = make_random_batch(num_molecules=6, seed=5, image_size=32)
+    targets = (torch.rand(6, 32) < 0.25).float()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        out = model(**batch, fingerprint_targets=targets)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(float(out.fingerprint_loss))
+    assert losses[0] > 0.5 and losses[-1] < 0.5 * losses[0]
+
+
+def test_property_model_drops_the_fingerprint_head(tmp_path):
+    from mmsa_hf.modeling import MMSAForMolecularPropertyPrediction
+
+    MMSAForPreTraining(_graph_only(num_fingerprint_bits=8)).save_pretrained(tmp_path)
+    model, info = MMSAForMolecularPropertyPrediction.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["unexpected_keys"] and not any("fingerprint_head" in k for k in model.state_dict())
+    assert model.config.num_fingerprint_bits == 8 and model.config.fingerprint_radius == 2

@@ -72,6 +72,17 @@ def test_init_from_adds_a_newly_switched_on_descriptor_head(tmp_path):
         assert torch.equal(model.state_dict()[name], saved[name]), name
 
 
+def test_fingerprint_flag_sets_the_default_width_and_keeps_a_checkpoints_width(tmp_path):
+    from mmsa_hf.training.pretrain import DEFAULT_FINGERPRINT_BITS
+
+    config = resolve_model_config("tiny", _config_overrides(parse_args(["--fingerprint_targets"])))
+    assert config.num_fingerprint_bits == DEFAULT_FINGERPRINT_BITS and config.fingerprint_radius == 2
+    assert resolve_model_config("tiny", _config_overrides(parse_args([]))).num_fingerprint_bits == 0
+    _saved_tiny_checkpoint(tmp_path / "ckpt", use_image=False, use_geometry=False, num_fingerprint_bits=64)
+    args = parse_args(["--init_from", str(tmp_path / "ckpt"), "--fingerprint_targets"])
+    assert resolve_model_config(args.init_from, _config_overrides(args)).num_fingerprint_bits == 64
+
+
 def test_init_from_reuses_the_checkpoints_descriptor_normalizer(tmp_path):
     import numpy as np
 
