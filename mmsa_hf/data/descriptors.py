@@ -79,22 +79,13 @@ def add_descriptors(dataset, smiles_column: str = "canonical_smiles", num_proc: 
     """
     import datasets
 
-    if smiles_column not in dataset.column_names:
-        raise ValueError(f"add_descriptors: no column {smiles_column!r} (columns: {dataset.column_names})")
-    if DESCRIPTOR_COLUMN in dataset.column_names:
-        raise ValueError(f"add_descriptors: the dataset already has a {DESCRIPTOR_COLUMN!r} column")
-    features = datasets.Features({DESCRIPTOR_COLUMN: datasets.Sequence(datasets.Value("float32"))})
-    values = dataset.select_columns([smiles_column]).map(
-        _descriptor_batch,
-        batched=True,
-        batch_size=256,
-        fn_kwargs={"smiles_column": smiles_column},
-        remove_columns=[smiles_column],
-        features=features,
-        num_proc=num_proc if num_proc and num_proc > 1 else None,
-        desc="RDKit descriptors",
+    from .smiles_columns import add_smiles_derived_column
+
+    return add_smiles_derived_column(
+        dataset, DESCRIPTOR_COLUMN, datasets.Sequence(datasets.Value("float32")), _descriptor_batch, {},
+        smiles_column=smiles_column, num_proc=num_proc, batch_size=256, desc="RDKit descriptors",
+        caller="add_descriptors",
     )
-    return datasets.concatenate_datasets([dataset, values], axis=1)
 
 
 class DescriptorNormalizer:

@@ -52,22 +52,13 @@ def add_fingerprints(dataset, radius: int = 2, num_bits: int = 2048, smiles_colu
     alone and joined column-wise (a featurised dataset's large columns are not rewritten)."""
     import datasets
 
-    if smiles_column not in dataset.column_names:
-        raise ValueError(f"add_fingerprints: no column {smiles_column!r} (columns: {dataset.column_names})")
-    if FINGERPRINT_COLUMN in dataset.column_names:
-        raise ValueError(f"add_fingerprints: the dataset already has a {FINGERPRINT_COLUMN!r} column")
-    features = datasets.Features({FINGERPRINT_COLUMN: datasets.List(datasets.Value("int32"))})
-    values = dataset.select_columns([smiles_column]).map(
-        _fingerprint_batch,
-        batched=True,
-        batch_size=1000,
-        fn_kwargs={"smiles_column": smiles_column, "radius": radius, "num_bits": num_bits},
-        remove_columns=[smiles_column],
-        features=features,
-        num_proc=num_proc if num_proc and num_proc > 1 else None,
-        desc=f"Morgan bits (radius {radius}, {num_bits} bits)",
+    from .smiles_columns import add_smiles_derived_column
+
+    return add_smiles_derived_column(
+        dataset, FINGERPRINT_COLUMN, datasets.List(datasets.Value("int32")), _fingerprint_batch,
+        {"radius": radius, "num_bits": num_bits}, smiles_column=smiles_column, num_proc=num_proc, batch_size=1000,
+        desc=f"Morgan bits (radius {radius}, {num_bits} bits)", caller="add_fingerprints",
     )
-    return datasets.concatenate_datasets([dataset, values], axis=1)
 
 
 def fingerprint_targets(rows: Sequence[Mapping[str, Any]], num_bits: int):
