@@ -19,6 +19,10 @@ retrieval among the 256 (projected view embeddings, cosine) says whether the vie
 
     OMP_NUM_THREADS=1 HF_DATASETS_CACHE=~/.cache/mmsa/datasets python benchmarks/pretrain_speed.py
     python benchmarks/pretrain_speed.py --presets small --rounds 5 --proxy_steps 0   # speed only
+    python benchmarks/pretrain_speed.py --presets small --new_image_size 96 --results_name pretrain_speed_image96
+
+``--new_image_size`` depicts the same molecules at another size for the two new variants (today's keeps 128 px),
+so a smaller depiction is timed and proxied against today's in the same run.
 
 writes ``benchmarks/results/pretrain_speed.json`` and ``pretrain_speed.md`` (a section not re-run is kept).
 """
@@ -49,21 +53,25 @@ TODAY = {
     "small": {"geometry_num_filters": 128, "geometry_cutoff": 10.0, "geometry_shared_filter_network": False},
     "base": {"geometry_num_filters": 256, "geometry_cutoff": 10.0, "geometry_shared_filter_network": False},
 }
+#: the depiction size each preset had before issue 10 (``--new_image_size`` measures another one for ``new``)
+TODAY_IMAGE_SIZE = {"tiny": 64, "small": 128, "base": 224}
 TARGET_MOLECULES_PER_S = 250.0  # small preset, one thread
 ISSUE_TODAY_STEP_MS = (548, 650)  # today's small step (batch 64, one thread) as measured in issue 10
 PARTS = ("step", "graph", "image", "geometry")
 
 
-def load_molecules(num_train: int, num_held_out: int, preset: str = "small", seed: int = 0):
+def load_molecules(num_train: int, num_held_out: int, preset: str = "small", seed: int = 0,
+                   image_size: int | None = None):
     """``num_train`` + ``num_held_out`` featurised molecules of the default corpus (a seeded sample, cached).
 
     The sample is ``corpus.shuffle(seed).select(range(num_train + num_held_out))``; after featurisation (molecules
-    RDKit cannot embed are skipped) the last ``num_held_out`` rows are held out. ``num_proc=1``.
+    RDKit cannot embed are skipped) the last ``num_held_out`` rows are held out. ``num_proc=1``. Depictions are
+    ``image_size`` pixels (default: the preset's).
     """
     from mmsa_hf.data import featurize_dataset, load_pretraining_corpus
     from mmsa_hf.training.common import PRESET_IMAGE_SIZE, build_processor
 
-    processor = build_processor(image_size=PRESET_IMAGE_SIZE[preset])
+    processor = build_processor(image_size=image_size or PRESET_IMAGE_SIZE[preset])
     corpus = load_pretraining_corpus("moleculenet", exclude_test=True, num_proc=1)
     sample = corpus.shuffle(seed=seed).select(range(num_train + num_held_out))
     featurized = featurize_dataset(sample, processor, num_proc=1, on_error="skip")
@@ -75,12 +83,18 @@ def load_molecules(num_train: int, num_held_out: int, preset: str = "small", see
 # ------------------------------------------------------------------------------------------------ variants
 
 
-def variant_specs(preset: str, bf16: bool) -> list[dict[str, Any]]:
-    """``today`` / ``new_fp32`` / ``new`` (see the module docstring)."""
+def variant_specs(preset: str, bf16: bool, new_image_size: int | None = None) -> list[dict[str, Any]]:
+    """``today`` / ``new_fp32`` / ``new`` (see the module docstring); ``new_image_size`` (default: the preset's
+    depiction size now) is the image size of the two new variants."""
+    from mmsa_hf.training.common import PRESET_IMAGE_SIZE
+
+    new_size = new_image_size or PRESET_IMAGE_SIZE[preset]
     return [
-        {"name": "today", "overrides": dict(TODAY[preset]), "bf16": False, "channels_last": False, "fused": False},
-        {"name": "new_fp32", "overrides": {}, "bf16": False, "channels_last": True, "fused": True},
-        {"name": "new", "overrides": {}, "bf16": bf16, "channels_last": True, "fused": True},
+        {"name": "today", "overrides": dict(TODAY[preset]), "bf16": False, "channels_last": False, "fused": False,
+         "image_size": TODAY_IMAGE_SIZE[preset]},
+        {"name": "new_fp32", "overrides": {}, "bf16": False, "channels_last": True, "fused": True,
+         "image_size": new_size},
+        {"name": "new", "overrides": {}, "bf16": bf16, "channels_last": True, "fused": True, "image_size": new_size},
     ]
 
 
@@ -186,25 +200,34 @@ def summarize(times: dict[str, list[tuple[float, float]]], batch_size: int) -> d
     return out
 
 
-def speed_preset(preset: str, dataset, processor, args) -> dict[str, Any]:
-    """All variants of one preset, alternating within every round on the same batches."""
+def speed_preset(preset: str, samples: dict[int, tuple], args) -> dict[str, Any]:
+    """All variants of one preset, alternating within every round on the same molecules (``samples``: image size
+    -> (processor, train rows, held-out rows), the same molecules depicted at each size)."""
     from mmsa_hf.data import MMSACollator
 
     batch_size = args.batch_size if preset == "small" else args.base_batch_size
     bf16 = cpu_bf16_ok()
-    variants = [build_variant(preset, spec) for spec in variant_specs(preset, bf16)]
-    collator = MMSACollator(processor)
-    warmup, collate_s = collate_batches(collator, dataset, batch_size, 1)
+    specs = variant_specs(preset, bf16, args.new_image_size if preset == "small" else None)
+    variants = [build_variant(preset, spec) for spec in specs]
+    collators = {size: MMSACollator(processor) for size, (processor, _, _) in samples.items()}
+    collate_s = {size: [] for size in samples}
+
+    def collate_round(count: int, offset: int) -> dict[int, list]:
+        out = {}
+        for size, collator in collators.items():
+            out[size], seconds = collate_batches(collator, samples[size][1], batch_size, count, offset=offset)
+            collate_s[size].extend(seconds)
+        return out
+
+    warmup = collate_round(1, 0)
     for variant in variants:
-        time_round(variant, warmup)  # first-call allocations, oneDNN primitive creation
+        time_round(variant, warmup[variant["image_size"]])  # first-call allocations, oneDNN primitive creation
     times = {v["name"]: {part: [] for part in PARTS} for v in variants}
     steps = args.steps_per_round if preset == "small" else args.base_steps_per_round
     for round_index in range(args.rounds):
-        offset = (1 + round_index * steps) * batch_size
-        batches, seconds = collate_batches(collator, dataset, batch_size, steps, offset=offset)
-        collate_s += seconds
+        batches = collate_round(steps, (1 + round_index * steps) * batch_size)
         for variant in variants:  # alternate
-            for part, values in time_round(variant, batches).items():
+            for part, values in time_round(variant, batches[variant["image_size"]]).items():
                 times[variant["name"]][part].extend(values)
         print(f"[{preset}] round {round_index + 1}/{args.rounds}: "
               + ", ".join(f"{n} {1000 * statistics.median(w for w, _ in t['step']):.0f} ms" for n, t in times.items()),
@@ -213,11 +236,14 @@ def speed_preset(preset: str, dataset, processor, args) -> dict[str, Any]:
 
 
 def report_preset(preset, variants, times, collate_s, batch_size, bf16) -> dict[str, Any]:
-    collate = summarize({"collate": collate_s}, batch_size)["collate"]
-    result = {"batch_size": batch_size, "image_size": None, "bf16_autocast_in_new": bf16,
-              "collate_median_ms": collate["median_ms"], "collate_cpu_median_ms": collate["cpu_median_ms"],
+    """Per variant: medians of every part, plus the step with the collation of its own image size."""
+    collation = {size: summarize({"collate": seconds}, batch_size)["collate"] for size, seconds in collate_s.items()}
+    today_collate = collation[variants[0]["image_size"]]
+    result = {"batch_size": batch_size, "image_size": variants[0]["image_size"], "bf16_autocast_in_new": bf16,
+              "collate_median_ms": today_collate["median_ms"], "collate_cpu_median_ms": today_collate["cpu_median_ms"],
               "variants": {}}
     for variant in variants:
+        collate = collation[variant["image_size"]]
         parts = summarize(times[variant["name"]], batch_size)
         wall = parts["step"]["median_ms"] + collate["median_ms"]
         cpu = parts["step"]["cpu_median_ms"] + collate["cpu_median_ms"]
@@ -227,7 +253,8 @@ def report_preset(preset, variants, times, collate_s, batch_size, bf16) -> dict[
                                       "molecules_per_cpu_s": round(1000 * batch_size / cpu, 1)}
         result["variants"][variant["name"]] = {
             "geometry": geometry_settings(variant["config"]), "bf16": variant["bf16"],
-            "channels_last": variant["channels_last"], "fused_adamw": variant["fused"], "parts": parts}
+            "channels_last": variant["channels_last"], "fused_adamw": variant["fused"],
+            "image_size": variant["image_size"], "collate_cpu_median_ms": collate["cpu_median_ms"], "parts": parts}
     v = {name: result["variants"][name]["parts"] for name in ("today", "new_fp32", "new")}
     for key, label in (("median_ms", "wall"), ("cpu_median_ms", "cpu")):
         result[f"speedup_new_vs_today_{label}"] = {
@@ -297,11 +324,16 @@ def retrieval(query: torch.Tensor, keys: torch.Tensor) -> dict[str, float]:
             "mrr": round(float((1.0 / rank).mean()), 4)}
 
 
-def run_proxy(train, held_out, processor, args) -> dict[str, Any]:
-    """``today`` vs ``new`` (small preset): same steps, same molecules, same order; retrieval on held-out."""
+def run_proxy(samples: dict[int, tuple], args) -> dict[str, Any]:
+    """``today`` vs ``new`` (small preset): same steps, same molecules, same order; retrieval on held-out.
+    ``samples``: image size -> (processor, train rows, held-out rows) of the same molecules."""
+    specs = [s for s in variant_specs("small", cpu_bf16_ok(), args.new_image_size) if s["name"] != "new_fp32"]
+    _, train, held_out = samples[specs[0]["image_size"]]
     out = {"preset": "small", "steps": args.proxy_steps, "batch_size": args.batch_size, "train_molecules": len(train),
-           "held_out_molecules": len(held_out), "seeds": args.proxy_seeds, "runs": {}}
-    for spec in [s for s in variant_specs("small", cpu_bf16_ok()) if s["name"] != "new_fp32"]:
+           "held_out_molecules": len(held_out), "seeds": args.proxy_seeds, "runs": {},
+           "image_sizes": {spec["name"]: spec["image_size"] for spec in specs}}
+    for spec in specs:
+        processor, train, held_out = samples[spec["image_size"]]
         for seed in args.proxy_seeds:
             variant, training = proxy_train("small", spec, train, processor, args.proxy_steps, args.batch_size, seed)
             views = held_out_embeddings(variant["model"], held_out, processor)
@@ -325,7 +357,7 @@ def with_means(proxy: dict[str, Any]) -> dict[str, Any]:
 
 def merge_proxy(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     """Add the seeds of ``new`` to ``old`` when both ran the same protocol (steps, batch, molecules); else ``new``."""
-    keys = ("steps", "batch_size", "train_molecules", "held_out_molecules")
+    keys = ("steps", "batch_size", "train_molecules", "held_out_molecules", "image_sizes")
     if not old or any(old.get(k) != new[k] for k in keys):
         return new
     kept = [s for s in old["seeds"] if s not in new["seeds"]]
@@ -370,20 +402,24 @@ def _part_rows(r: dict[str, Any], names: list[str], clock: str) -> list[str]:
 
 def speed_table(preset: str, r: dict[str, Any]) -> list[str]:
     names = list(r["variants"])
-    lines = [f"### `{preset}` (batch {r['batch_size']}, {r['image_size']} px; collation {r['collate_cpu_median_ms']}"
-             f" ms CPU / {r['collate_median_ms']} ms wall a batch, the same for every variant)", "",
+    sizes = {v.get("image_size", r["image_size"]) for v in r["variants"].values()}
+    same = (f"{r['image_size']} px; collation {r['collate_cpu_median_ms']} ms CPU / {r['collate_median_ms']} ms wall a "
+            "batch, the same for every variant" if len(sizes) == 1 else "image size and collation per variant below")
+    lines = [f"### `{preset}` (batch {r['batch_size']}, {same})", "",
              environment_line(r.get("environment", {})), "",
              "CPU time of the process (one thread: leaves out the waits for a core, not the slowdown from the other "
              "jobs sharing caches and cores):", ""]
     lines += _part_rows(r, names, "cpu") + ["", "Wall-clock time (includes waiting for a core on the shared box):", ""]
     lines += _part_rows(r, names, "wall")
-    lines += ["", "| variant | geometry filters | cutoff (Å) | shared filter net | image memory format | bf16 |",
-              "|---|---:|---:|---|---|---|"]
+    lines += ["", "| variant | geometry filters | cutoff (Å) | shared filter net | image px | collation CPU ms "
+              "| image memory format | bf16 |", "|---|---:|---:|---|---:|---:|---|---|"]
     for name in names:
         v = r["variants"][name]
         g = v["geometry"]
         lines.append(f"| {name} | {g['geometry_num_filters']} | {g['geometry_cutoff']} | "
-                     f"{g['geometry_shared_filter_network']} | {'channels_last' if v['channels_last'] else 'NCHW'} | "
+                     f"{g['geometry_shared_filter_network']} | {v.get('image_size', r['image_size'])} | "
+                     f"{v.get('collate_cpu_median_ms', r['collate_cpu_median_ms'])} | "
+                     f"{'channels_last' if v['channels_last'] else 'NCHW'} | "
                      f"{v['bf16']} |")
     lines += ["", f"bf16 autocast gain on the whole step (new_fp32 / new): {r['bf16_gain_step_cpu']}x CPU time, "
               f"{r['bf16_gain_step_wall']}x wall.", ""]
@@ -391,7 +427,8 @@ def speed_table(preset: str, r: dict[str, Any]) -> list[str]:
 
 
 def proxy_table(p: dict[str, Any]) -> list[str]:
-    lines = [f"## Quality proxy (`small`, {p['steps']} steps of {p['batch_size']} on {p['train_molecules']} molecules, "
+    sizes = p.get("image_sizes") or {}
+    lines = [f"## Quality proxy (`small`, image px {sizes or 'as the speed section'}, {p['steps']} steps of {p['batch_size']} on {p['train_molecules']} molecules, "
              f"seeds {p['seeds']}; retrieval among {p['held_out_molecules']} held-out molecules, chance 1/"
              f"{p['held_out_molecules']})", "", environment_line(p.get("environment", {})), "",
              "| variant | seed | train mol/s | molecules seen | loss (last 20) | graph->image top-1 | top-5 | MRR "
@@ -407,8 +444,8 @@ def proxy_table(p: dict[str, Any]) -> list[str]:
                      f"{m['graph_to_image']['mrr']} | {m['graph_to_geometry']['top1']} | "
                      f"{m['graph_to_geometry']['top5']} | {m['graph_to_geometry']['mrr']} |")
     return lines + ["", "Both variants train with the same objective (the code of the working tree when measured), the "
-                    "same initial seed and the same batches in the same order; they differ only in the 3D settings, the "
-                    "image memory format and bf16 autocast (`new`). Retrieval: projected view embeddings of the "
+                    "same initial seed and the same molecules in the same order; they differ only in the 3D settings, the "
+                    "image memory format, bf16 autocast (`new`) and, where the header says so, the depiction size. Retrieval: projected view embeddings of the "
                     "eval-mode model "
                     "in fp32, cosine similarity, molecule i's graph embedding must rank its own image / 3D embedding "
                     "first among the 256. `train mol/s` is each run's own wall clock (the runs are sequential, not alternated, so "
@@ -452,13 +489,15 @@ def reference_line(small: dict[str, Any]) -> str:
             "molecules/s (an extrapolation, not a measurement).")
 
 
-def speed_molecules(preset: str, args: argparse.Namespace):
-    """``small``: the proxy's sample (one featurisation serves both); other presets featurise (at their image size)
-    only the molecules their rounds need."""
+def speed_molecules(preset: str, args: argparse.Namespace) -> dict[int, tuple]:
+    """Image size -> (processor, train rows, held-out rows), one entry per depiction size the variants use.
+    ``small``: the proxy's sample (one featurisation serves both); other presets featurise only the molecules
+    their rounds need."""
+    sizes = {spec["image_size"] for spec in variant_specs(preset, False, args.new_image_size if preset == "small" else None)}
     if preset == "small":
-        return load_molecules(args.train_molecules, args.held_out, preset)
+        return {size: load_molecules(args.train_molecules, args.held_out, preset, image_size=size) for size in sizes}
     needed = (1 + args.rounds * args.base_steps_per_round) * args.base_batch_size
-    return load_molecules(needed, 0, preset)
+    return {size: load_molecules(needed, 0, preset, image_size=size) for size in sizes}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -474,6 +513,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train_molecules", type=int, default=4000)
     parser.add_argument("--held_out", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS or all)")
+    parser.add_argument("--new_image_size", type=int, default=None,
+                        help="small: depiction size of the new variants (default: the preset's; today's stays 128)")
+    parser.add_argument("--results_name", default="pretrain_speed",
+                        help="results file stem under benchmarks/results (another name keeps an experiment apart)")
     return parser.parse_args(argv)
 
 
@@ -482,30 +525,29 @@ def main(argv=None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     results: dict[str, Any] = {}
+    samples = {}
     for preset in args.presets:
-        processor, train, _ = speed_molecules(preset, args)
-        result = speed_preset(preset, train, processor, args)
-        result["image_size"] = processor.image_processor.image_size
+        samples[preset] = speed_molecules(preset, args)
+        result = speed_preset(preset, samples[preset], args)
         result["environment"] = environment()
-        results = write_results(lambda r: r.setdefault("speed", {}).update({preset: result}))
+        results = write_results(lambda r: r.setdefault("speed", {}).update({preset: result}), args.results_name)
     if args.proxy_steps:
-        processor, train, held_out = load_molecules(args.train_molecules, args.held_out, "small")
-        proxy = run_proxy(train, held_out, processor, args)
+        proxy = run_proxy(samples.get("small") or speed_molecules("small", args), args)
         proxy["environment"] = environment()
-        results = write_results(lambda r: r.update(proxy=merge_proxy(r.get("proxy"), proxy)))
+        results = write_results(lambda r: r.update(proxy=merge_proxy(r.get("proxy"), proxy)), args.results_name)
     print(to_markdown(results))
     return results
 
 
-def write_results(update) -> dict[str, Any]:
-    """Apply ``update`` to the results file as it is now (so runs of different sections can overlap) and rewrite
-    the JSON and the Markdown."""
-    path = RESULTS_DIR / "pretrain_speed.json"
+def write_results(update, name: str = "pretrain_speed") -> dict[str, Any]:
+    """Apply ``update`` to the results file ``name`` as it is now (so runs of different sections can overlap) and
+    rewrite the JSON and the Markdown."""
+    path = RESULTS_DIR / f"{name}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     update(results)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(results, indent=2) + "\n")
-    write_text_atomic(RESULTS_DIR / "pretrain_speed.md", to_markdown(results))
+    write_text_atomic(RESULTS_DIR / f"{name}.md", to_markdown(results))
     return results
 
 
