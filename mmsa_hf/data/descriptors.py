@@ -54,7 +54,8 @@ def _one_molecule(mol) -> list[float]:
 
 
 def compute_descriptors(smiles: Sequence[str]) -> np.ndarray:
-    """``float32 [len(smiles), len(descriptor_names())]``; a SMILES RDKit cannot parse gives a row of NaN."""
+    """``float32 [len(smiles), len(descriptor_names())]``; a SMILES RDKit cannot parse gives a row of NaN, and a
+    value beyond float32's range (``Ipc`` of a large molecule) is NaN, never ``inf``."""
     from rdkit import Chem, RDLogger
 
     RDLogger.DisableLog("rdApp.*")
@@ -63,7 +64,9 @@ def compute_descriptors(smiles: Sequence[str]) -> np.ndarray:
     for text in smiles:
         mol = Chem.MolFromSmiles(text) if text else None
         rows.append(_one_molecule(mol) if mol is not None else [math.nan] * width)
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
+    values = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
+    values[np.abs(values) > np.finfo(np.float32).max] = math.nan  # would overflow float32 (e.g. Ipc of a large molecule)
+    return values.astype(np.float32)
 
 
 def _descriptor_batch(batch, smiles_column: str):

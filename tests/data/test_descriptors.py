@@ -18,6 +18,15 @@ from mmsa_hf.data.descriptors import (
 )
 
 
+def test_a_value_beyond_float32_is_nan_not_inf():
+    names = descriptor_names()
+    large = "O=C(O)" + "C(C(=O)O)" * 40  # its Ipc is about 1.1e54, past float32's 3.4e38
+    values = compute_descriptors([large])
+    assert not np.isinf(values).any()
+    assert np.isnan(values[0, names.index("Ipc")])
+    assert np.isfinite(values[0, names.index("MolLogP")])
+
+
 def test_values_are_rdkits_and_a_bad_smiles_is_a_row_of_nan():
     names = descriptor_names()
     values = compute_descriptors(["CCO", "not a smiles", "c1ccccc1O"])
