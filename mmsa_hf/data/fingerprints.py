@@ -1,5 +1,5 @@
 r"""Morgan (ECFP) substructure bits as molecule-level pretraining targets (the ``fingerprint`` objective,
-``docs/method.md`` §2.10; our addition).
+``docs/method.md`` §2.8; our addition).
 
 Each molecule's folded Morgan fingerprint (RDKit ``rdFingerprintGenerator``, radius ``r``, ``num_bits`` bits;
 radius 2 is ECFP4) is stored sparsely, as the sorted indices of its on bits, in a ``morgan_bits`` column

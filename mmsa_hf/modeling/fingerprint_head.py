@@ -1,5 +1,5 @@
 """Molecule-level substructure prediction from the pooled 2D-encoder output: the ``fingerprint`` term of the
-MMSA pretraining objective (our addition, ``docs/method.md`` §2.10; targets from ``mmsa_hf.data.fingerprints``)."""
+MMSA pretraining objective (our addition, ``docs/method.md`` §2.8; targets from ``mmsa_hf.data.fingerprints``)."""
 
 from __future__ import annotations
 

@@ -495,8 +495,12 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
             "masked_attribute_loss": self._masked_attribute_loss(
                 output, atom_features, bond_features, edge_index, batch, masked_atoms
             ),
-            "descriptor_loss": self._molecule_target_loss(output, rows, descriptor_targets, "descriptor"),
-            "fingerprint_loss": self._molecule_target_loss(output, rows, fingerprint_targets, "fingerprint"),
+            "descriptor_loss": self._molecule_target_loss(
+                self.descriptor_head, descriptor_loss, output, rows, descriptor_targets, "num_descriptors"
+            ),
+            "fingerprint_loss": self._molecule_target_loss(
+                self.fingerprint_head, fingerprint_loss, output, rows, fingerprint_targets, "num_fingerprint_bits"
+            ),
         }
         loss = sum(getattr(config, name.replace("_loss", "_weight")) * value for name, value in terms.items())
         if not loss.requires_grad and torch.is_grad_enabled() and fused.requires_grad:
@@ -535,19 +539,16 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
             self.attribute_head, output.atom_embeddings, atom_features, bond_features, edge_index, masked_atoms
         )
 
-    def _molecule_target_loss(self, output, rows, targets, kind: str) -> torch.Tensor:
-        """The ``descriptor`` or ``fingerprint`` term: its head on the pooled GIN output of the valid rows."""
+    def _molecule_target_loss(self, head, loss_fn, output, rows, targets, width_field: str) -> torch.Tensor:
+        """A molecule-level term (descriptor or fingerprint): ``loss_fn(head(pooled GIN output), targets)`` over
+        the valid rows; 0 without the head or the targets."""
         pooled = output.graph_pooled_output
-        head, width_field, loss_fn = {
-            "descriptor": (self.descriptor_head, "num_descriptors", descriptor_loss),
-            "fingerprint": (self.fingerprint_head, "num_fingerprint_bits", fingerprint_loss),
-        }[kind]
         if head is None or targets is None:
             return torch.zeros((), device=pooled.device)
         width = getattr(self.config, width_field)
         if targets.shape != (pooled.size(0), width):
             raise ValueError(
-                f"{kind}_targets: shape {tuple(targets.shape)}, expected ({pooled.size(0)}, {width_field}={width})"
+                f"targets of shape {tuple(targets.shape)}, expected ({pooled.size(0)}, {width_field}={width})"
             )
         return loss_fn(head(pooled[rows]), targets[rows])
 
