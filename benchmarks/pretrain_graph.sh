@@ -6,6 +6,8 @@
 #   NAME=graph-desc STEPS=10000 BUDGET=85 bash benchmarks/pretrain_graph.sh                 # from scratch
 #   NAME=graph-desc-cont INIT=checkpoints/mmsa-small-graph LR=5e-4 bash benchmarks/pretrain_graph.sh  # continued
 #   FINGERPRINT=1 ...                                                                      # + Morgan-bit term
+#   ASSAY=1 ...                                                     # + ToxCast/HIV/MUV assay term (Hu et al.)
+#   DESCRIPTORS=0 ...                                               # without the descriptor term
 #
 # Output: $OUT_ROOT/$NAME (checkpoints, metrics.jsonl, final/). Featurization and descriptors are cached by
 # `datasets` under $HF_DATASETS_CACHE (about 10 min of descriptors on 2 cores, once).
@@ -21,9 +23,11 @@ export HF_DATASETS_CACHE=${HF_DATASETS_CACHE:-$HOME/.cache/mmsa/datasets}
 PY=${PYTHON:-.venv/bin/python}
 ARGS=(--max_steps "$STEPS" --time_budget_minutes "$BUDGET" --batch_size 256 --learning_rate "$LR"
       --mixed_precision bf16 --num_proc 2 --checkpointing_steps 500 --log_every 50 --seed 0
-      --no_image --no_geometry --descriptor_targets --output_dir "$OUT_ROOT/$NAME")
+      --no_image --no_geometry --output_dir "$OUT_ROOT/$NAME")
+if [ "${DESCRIPTORS:-1}" = 1 ]; then ARGS+=(--descriptor_targets); fi
 if [ -n "${INIT:-}" ]; then ARGS+=(--init_from "$INIT"); fi
 if [ "${FINGERPRINT:-0}" = 1 ]; then ARGS+=(--fingerprint_targets); fi
+if [ "${ASSAY:-0}" = 1 ]; then ARGS+=(--assay_targets); fi
 if [ "${RESUME:-0}" = 1 ]; then ARGS+=(--resume_from_checkpoint latest); fi
 exec $PY -m accelerate.commands.launch --cpu --num_processes 1 --num_machines 1 --mixed_precision bf16 \
   --dynamo_backend no scripts/pretrain.py "${ARGS[@]}"

@@ -77,13 +77,17 @@ class MMSACollator:
         fingerprint_bits: width of the folded Morgan fingerprint; the batch then has ``fingerprint_targets``
             ``[B, fingerprint_bits]`` (the pretraining ``fingerprint`` term; rows carry the ``morgan_bits`` column of
             :func:`~mmsa_hf.data.fingerprints.add_fingerprints`).
+        assay_tasks: number of pretraining assays; the batch then has ``assay_targets`` ``[B, assay_tasks]`` (NaN
+            where not measured; rows carry the ``assay_labels`` column of :func:`~mmsa_hf.data.assays.add_assay_labels`).
     """
 
     def __init__(self, processor, label_columns: Sequence[str] | str | None = None, label_dtype: str = "float32",
-                 descriptor_normalizer=None, fingerprint_bits: int | None = None):
+                 descriptor_normalizer=None, fingerprint_bits: int | None = None,
+                 assay_tasks: int | None = None):
         self.processor = processor
         self.descriptor_normalizer = descriptor_normalizer
         self.fingerprint_bits = fingerprint_bits
+        self.assay_tasks = assay_tasks
         if isinstance(label_columns, str):
             label_columns = [label_columns]
         self.label_columns = list(label_columns) if label_columns is not None else None
@@ -123,6 +127,10 @@ class MMSACollator:
             from .fingerprints import fingerprint_targets
 
             out["fingerprint_targets"] = fingerprint_targets(rows, self.fingerprint_bits)
+        if self.assay_tasks:
+            from .assays import assay_targets
+
+            out["assay_targets"] = assay_targets(rows, self.assay_tasks)
         return out
 
     def _descriptor_targets(self, rows):

@@ -214,6 +214,12 @@ class MMSAConfig(PreTrainedConfig):
             run computes the same bits.
         fingerprint_weight (`float`, defaults to 10.0): weight of the fingerprint loss (BCE averaged over every
             bit; most bits are off, so the per-bit mean is small and x10 puts it beside the other terms).
+        assay_tasks (`list[str]`, defaults to `[]`): molecule-level term on the 2D encoder (our addition, after Hu
+            et al. 2020's supervised pretraining): predict each molecule's measured outcome in these binary assays
+            (``"set/column"`` names, ``mmsa_hf.data.assays``) from the pooled GIN output, as BCE over the measured
+            entries. Empty (no head) switches it off; ``scripts/pretrain.py --assay_targets`` sets the 535 tasks of
+            ToxCast (without ``TOX21_*``), HIV and MUV.
+        assay_weight (`float`, defaults to 5.0): weight of the assay loss (BCE averaged over the measured entries).
         downstream_modalities (`list[str]`, *optional*): views used by [`MMSAForMolecularPropertyPrediction`];
             `None` (default) means every enabled view; `["graph"]` alone is the GraphMVP-style protocol. Naming a
             disabled view raises.
@@ -305,6 +311,8 @@ class MMSAConfig(PreTrainedConfig):
     num_fingerprint_bits: int = 0
     fingerprint_radius: int = 2
     fingerprint_weight: float = 10.0
+    assay_tasks: list[str] | tuple[str, ...] = ()
+    assay_weight: float = 5.0
 
     downstream_modalities: list[str] | tuple[str, ...] | None = None
     downstream_embedding: str = "auto"
@@ -335,6 +343,7 @@ class MMSAConfig(PreTrainedConfig):
             "bond_feature_vocab_sizes",
             "geometry_missing_statuses",
             "downstream_modalities",
+            "assay_tasks",
         ):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -363,6 +372,11 @@ class MMSAConfig(PreTrainedConfig):
     def enabled_modalities(self) -> list[str]:
         """Views whose encoder is built, in the fixed order `("graph", "image", "geometry")`."""
         return [m for m, on in zip(MODALITIES, (True, self.use_image, self.use_geometry)) if on]
+
+    @property
+    def num_assay_tasks(self) -> int:
+        """Width of the assay head (``len(assay_tasks)``; 0: no assay term)."""
+        return len(self.assay_tasks)
 
     @property
     def resolved_problem_type(self) -> str:
@@ -427,7 +441,7 @@ PROBABILITY_FIELDS = ("graph_dropout", "fusion_dropout", "hypergraph_dropout", "
 POSITIVE_FLOAT_FIELDS = ("geometry_cutoff", "memory_temperature", "memory_target_temperature",
                          "contrastive_temperature")
 LOSS_WEIGHT_FIELDS = ("contrastive_weight", "reconstruction_weight", "hypergraph_weight", "memory_weight",
-                      "masked_attribute_weight", "descriptor_weight", "fingerprint_weight")
+                      "masked_attribute_weight", "descriptor_weight", "fingerprint_weight", "assay_weight")
 CHOICE_FIELDS = {
     "graph_jk": GRAPH_JK_MODES, "graph_pooling": POOLING_MODES, "geometry_pooling": POOLING_MODES,
     "memory_update_rule": MEMORY_UPDATE_RULES, "hypergraph_consistency_target": HYPERGRAPH_CONSISTENCY_TARGETS,
@@ -466,6 +480,8 @@ def _value_errors(config):
     for name, options in CHOICE_FIELDS.items():
         if getattr(config, name) not in options:
             yield f"`{name}` must be one of {list(options)}, got {getattr(config, name)!r}."
+    if not all(isinstance(t, str) and "/" in t for t in config.assay_tasks):
+        yield f"`assay_tasks` must be 'set/column' names, got {list(config.assay_tasks)[:5]!r}..."
     if not isinstance(config.geometry_shared_filter_network, bool):
         yield f"`geometry_shared_filter_network` must be a bool, got {config.geometry_shared_filter_network!r}."
 

@@ -42,6 +42,7 @@ from .losses import (
 )
 from .checksums import verify_directory, write_manifest
 from .descriptor_head import MMSADescriptorHead, descriptor_loss
+from .assay_head import MMSAAssayHead
 from .fingerprint_head import MMSAFingerprintHead, fingerprint_loss
 from .masked_attributes import MMSAMaskedAttributeHead, masked_attribute_loss, sample_masked_atoms
 from .memory import MMSAMemoryBank
@@ -405,14 +406,15 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
     .. math::
         \mathcal{L} = w_c\,\mathcal{L}_{contrastive} + w_r\,\mathcal{L}_{reconstruction}
             + w_h\,\mathcal{L}_{hypergraph} + w_m\,\mathcal{L}_{memory} + w_a\,\mathcal{L}_{mask}
-            + w_d\,\mathcal{L}_{descriptor} + w_f\,\mathcal{L}_{fingerprint}
+            + w_d\,\mathcal{L}_{descriptor} + w_f\,\mathcal{L}_{fingerprint} + w_s\,\mathcal{L}_{assay}
 
     (see ``losses.py`` and ``masked_attributes.py``). With ``masked_atom_ratio > 0`` the GIN sees a masked copy of
     every graph (the masked atoms and their bonds replaced by mask embeddings) and :math:`\mathcal{L}_{mask}`
     predicts their attributes. With ``num_descriptors > 0``, :math:`\mathcal{L}_{descriptor}` regresses the
     ``descriptor_targets`` of each molecule from the pooled GIN output (``descriptor_head.py``); with
     ``num_fingerprint_bits > 0``, :math:`\mathcal{L}_{fingerprint}` predicts its Morgan bits
-    (``fingerprint_targets``, ``fingerprint_head.py``). Under the
+    (``fingerprint_targets``, ``fingerprint_head.py``); with ``assay_tasks``, :math:`\mathcal{L}_{assay}` predicts
+    its measured bioassay outcomes (``assay_targets``, ``assay_head.py``). Under the
     ``"ema"`` memory rule the anchors are updated in place at the end of every
     training-mode forward (``update_memory`` overrides this), from the embeddings of ``config.memory_space``
     gathered across processes.
@@ -429,6 +431,7 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
         self.attribute_head = MMSAMaskedAttributeHead(config) if config.masked_atom_ratio > 0 else None
         self.descriptor_head = MMSADescriptorHead(config) if config.num_descriptors > 0 else None
         self.fingerprint_head = MMSAFingerprintHead(config) if config.num_fingerprint_bits > 0 else None
+        self.assay_head = MMSAAssayHead(config) if config.num_assay_tasks > 0 else None
         self.hypergraph_mask_token = (
             nn.Parameter(torch.zeros(config.hidden_size))
             if config.use_hypergraph and config.hypergraph_consistency_target == "masked"
@@ -454,6 +457,7 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
         masked_atoms: torch.BoolTensor | None = None,
         descriptor_targets: torch.FloatTensor | None = None,
         fingerprint_targets: torch.FloatTensor | None = None,
+        assay_targets: torch.FloatTensor | None = None,
         update_memory: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
@@ -467,6 +471,8 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
                 descriptors in ``[0, 1]``, NaN where missing; without them the descriptor term is 0.
             fingerprint_targets (`torch.FloatTensor` of shape `(B, num_fingerprint_bits)`, *optional*): Morgan
                 bits in ``{0, 1}``, NaN for a masked molecule; without them the fingerprint term is 0.
+            assay_targets (`torch.FloatTensor` of shape `(B, num_assay_tasks)`, *optional*): assay outcomes in
+                ``{0, 1}``, NaN where not measured; without them the assay term is 0.
             update_memory (`bool`, *optional*): apply the EMA anchor update (``"ema"`` rule only). Defaults to
                 ``self.training``.
         """
@@ -500,6 +506,9 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
             ),
             "fingerprint_loss": self._molecule_target_loss(
                 self.fingerprint_head, fingerprint_loss, output, rows, fingerprint_targets, "num_fingerprint_bits"
+            ),
+            "assay_loss": self._molecule_target_loss(
+                self.assay_head, fingerprint_loss, output, rows, assay_targets, "num_assay_tasks"
             ),
         }
         loss = sum(getattr(config, name.replace("_loss", "_weight")) * value for name, value in terms.items())
@@ -540,7 +549,7 @@ class MMSAForPreTraining(MMSAPreTrainedModel):
         )
 
     def _molecule_target_loss(self, head, loss_fn, output, rows, targets, width_field: str) -> torch.Tensor:
-        """A molecule-level term (descriptor or fingerprint): ``loss_fn(head(pooled GIN output), targets)`` over
+        """A molecule-level term (descriptor, fingerprint or assay): ``loss_fn(head(pooled GIN output), targets)`` over
         the valid rows; 0 without the head or the targets."""
         pooled = output.graph_pooled_output
         if head is None or targets is None:
@@ -609,7 +618,7 @@ class MMSAForMolecularPropertyPrediction(MMSAPreTrainedModel):
     """
 
     _keys_to_ignore_on_load_unexpected = [
-        r"reconstruction_heads\.", r"attribute_head\.", r"descriptor_head\.", r"fingerprint_head\.",
+        r"reconstruction_heads\.", r"attribute_head\.", r"descriptor_head\.", r"fingerprint_head\.", r"assay_head\.",
         r"hypergraph_mask_token",
     ]
 

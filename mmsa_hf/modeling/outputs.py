@@ -89,9 +89,9 @@ class MMSAPretrainingOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor` scalar): weighted total
             ``w_c * contrastive_loss + w_r * reconstruction_loss + w_h * hypergraph_loss + w_m * memory_loss
-            + w_a * masked_attribute_loss + w_d * descriptor_loss + w_f * fingerprint_loss``.
+            + w_a * masked_attribute_loss + w_d * descriptor_loss + w_f * fingerprint_loss + w_s * assay_loss``.
         contrastive_loss, reconstruction_loss, hypergraph_loss, memory_loss, masked_attribute_loss, descriptor_loss,
-            fingerprint_loss (`torch.FloatTensor` scalars):
+            fingerprint_loss, assay_loss (`torch.FloatTensor` scalars):
             the unweighted terms (0 when a term is switched off or has nothing to compare).
         anchors_in_use (`torch.LongTensor` scalar): number of distinct anchors that are the argmax assignment of at
             least one valid molecule in this batch (collapse guard; 0 when ``use_memory=False``).
@@ -107,6 +107,7 @@ class MMSAPretrainingOutput(ModelOutput):
     masked_attribute_loss: torch.FloatTensor | None = None
     descriptor_loss: torch.FloatTensor | None = None
     fingerprint_loss: torch.FloatTensor | None = None
+    assay_loss: torch.FloatTensor | None = None
     anchors_in_use: torch.LongTensor | None = None
     unified_embedding: torch.FloatTensor | None = None
     anchor_assignments: torch.FloatTensor | None = None

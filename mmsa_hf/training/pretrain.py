@@ -90,6 +90,11 @@ class PretrainArguments:
         default=False,
         metadata=argument_help("add the fingerprint term: predict each molecule's folded Morgan bits (ECFP4, 2048 bits "
                                "unless the config sets num_fingerprint_bits) from the pooled 2D encoder"))
+    assay_targets: bool = field(
+        default=False,
+        metadata=argument_help("add the assay term: predict each molecule's measured outcomes in the 535 binary assays "
+                               "of ToxCast (without TOX21_*), HIV and MUV from the pooled 2D encoder (Hu et al. 2020's "
+                               "supervised pretraining; no fine-tuning benchmark set is read)"))
     legacy_objectives: bool = field(
         default=False,
         metadata=argument_help("ablation: the first implementation's objective (no masked attributes, "
@@ -174,19 +179,24 @@ def _config_overrides(args: PretrainArguments) -> dict[str, Any]:
 
         overrides["num_descriptors"] = len(descriptor_names())
     if args.fingerprint_targets and "num_fingerprint_bits" not in overrides:
-        overrides["num_fingerprint_bits"] = _fingerprint_bits_of(args.init_from) or DEFAULT_FINGERPRINT_BITS
+        overrides["num_fingerprint_bits"] = (_checkpoint_config_value(args.init_from, "num_fingerprint_bits")
+                                             or DEFAULT_FINGERPRINT_BITS)
+    if args.assay_targets and "assay_tasks" not in overrides:
+        from ..data.assays import assay_task_names
+
+        overrides["assay_tasks"] = _checkpoint_config_value(args.init_from, "assay_tasks") or assay_task_names()
     return overrides
 
 
 DEFAULT_FINGERPRINT_BITS = 2048
 
 
-def _fingerprint_bits_of(checkpoint: str | None) -> int:
-    """``num_fingerprint_bits`` of an ``--init_from`` checkpoint's config (0 without one), so a continued run keeps
-    its fingerprint head."""
+def _checkpoint_config_value(checkpoint: str | None, key: str):
+    """``key`` of an ``--init_from`` checkpoint's ``config.json`` (None without one), so a continued run keeps the
+    width of its fingerprint / assay head."""
     if checkpoint is None:
-        return 0
-    return int(json.loads(Path(checkpoint, "config.json").read_text()).get("num_fingerprint_bits", 0))
+        return None
+    return json.loads(Path(checkpoint, "config.json").read_text()).get(key)
 
 
 def _descriptor_normalizer(featurized, seed: int, sample_size: int = 20000):
@@ -307,6 +317,7 @@ def _prepare_data(args: PretrainArguments, accelerator, config, num_proc: int) -
     asked), its description, the descriptor normaliser and the seeded ``DataLoader``."""
     from ..data import MMSACollator, corpus_description, featurize_dataset, featurize_report, load_pretraining_corpus
     from ..data.descriptors import NORMALIZER_FILE, add_descriptors
+    from ..data.assays import add_assay_labels
     from ..data.fingerprints import add_fingerprints
 
     preset = args.config if args.config in PRESET_IMAGE_SIZE else "base"
@@ -329,13 +340,16 @@ def _prepare_data(args: PretrainArguments, accelerator, config, num_proc: int) -
         if config.num_fingerprint_bits > 0 and len(featurized):
             featurized = add_fingerprints(featurized, config.fingerprint_radius, config.num_fingerprint_bits,
                                           num_proc=num_proc)
+        if config.num_assay_tasks > 0 and len(featurized):
+            featurized = add_assay_labels(featurized, config.assay_tasks, num_proc=num_proc)
     if len(featurized) == 0:
         raise ValueError(f"corpus {args.corpus!r}: no molecule survived featurization")
     normalizer = _descriptor_normalizer_for(args, featurized) if args.descriptor_targets else None
     loader = torch.utils.data.DataLoader(
         featurized, batch_size=args.batch_size, shuffle=True, drop_last=len(featurized) >= 2 * args.batch_size,
         collate_fn=MMSACollator(processor, descriptor_normalizer=normalizer,
-                                fingerprint_bits=config.num_fingerprint_bits or None), num_workers=args.dataloader_workers,
+                                fingerprint_bits=config.num_fingerprint_bits or None,
+                                assay_tasks=config.num_assay_tasks or None), num_workers=args.dataloader_workers,
         generator=torch.Generator().manual_seed(args.seed),
     )
     return {"processor": processor, "corpus_info": corpus_info, "normalizer": normalizer,

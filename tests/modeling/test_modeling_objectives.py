@@ -254,3 +254,37 @@ def test_property_model_drops_the_fingerprint_head(tmp_path):
     model, info = MMSAForMolecularPropertyPrediction.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["unexpected_keys"] and not any("fingerprint_head" in k for k in model.state_dict())
     assert model.config.num_fingerprint_bits == 8 and model.config.fingerprint_radius == 2
+
+
+# ---------------------------------------------------------------------------------------------- assay targets
+
+
+def test_assay_loss_is_the_masked_bce_over_measured_entries_and_round_trips(tmp_path):
+    tasks = ["toxcast/A", "toxcast/B", "hiv/HIV_active"]
+    config = _graph_only(assay_tasks=tasks, masked_atom_ratio=0.0)
+    model = MMSAForPreTraining(config).eval()
+    batch = make_random_batch(num_molecules=4, seed=3, image_size=32)
+    targets = torch.tensor([[1.0, float("nan"), 0.0], [float("nan")] * 3, [0.0, 1.0, float("nan")], [1.0, 1.0, 0.0]])
+    out = model(**batch, assay_targets=targets)
+    logits = model.assay_head(model.mmsa(**batch).graph_pooled_output)
+    measured = ~torch.isnan(targets)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[measured], targets[measured])
+    assert float(out.assay_loss) == pytest.approx(float(expected), rel=1e-5)
+    assert float(model(**batch).assay_loss) == 0.0
+    with pytest.raises(ValueError, match="num_assay_tasks=3"):
+        model(**batch, assay_targets=torch.zeros(4, 2))
+    model.save_pretrained(tmp_path)
+    reloaded = MMSAForPreTraining.from_pretrained(tmp_path)
+    assert reloaded.config.assay_tasks == tasks and reloaded.config.num_assay_tasks == 3
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, reloaded.state_dict()[name]), name
+
+
+def test_property_model_drops_the_assay_head_and_bad_task_names_raise(tmp_path):
+    from mmsa_hf.modeling import MMSAForMolecularPropertyPrediction
+
+    MMSAForPreTraining(_graph_only(assay_tasks=["hiv/HIV_active"])).save_pretrained(tmp_path)
+    model, info = MMSAForMolecularPropertyPrediction.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["unexpected_keys"] and not any("assay_head" in k for k in model.state_dict())
+    with pytest.raises(ValueError, match="assay_tasks"):
+        _graph_only(assay_tasks=["HIV_active"])

@@ -83,6 +83,17 @@ def test_fingerprint_flag_sets_the_default_width_and_keeps_a_checkpoints_width(t
     assert resolve_model_config(args.init_from, _config_overrides(args)).num_fingerprint_bits == 64
 
 
+def test_assay_flag_sets_the_default_tasks_and_keeps_a_checkpoints_tasks(tmp_path):
+    from mmsa_hf.data.assays import assay_task_names
+
+    config = resolve_model_config("tiny", _config_overrides(parse_args(["--assay_targets"])))
+    assert config.assay_tasks == assay_task_names() and config.num_assay_tasks == 535
+    assert resolve_model_config("tiny", _config_overrides(parse_args([]))).num_assay_tasks == 0
+    _saved_tiny_checkpoint(tmp_path / "ckpt", use_image=False, use_geometry=False, assay_tasks=["hiv/HIV_active"])
+    args = parse_args(["--init_from", str(tmp_path / "ckpt"), "--assay_targets"])
+    assert resolve_model_config(args.init_from, _config_overrides(args)).assay_tasks == ["hiv/HIV_active"]
+
+
 def test_init_from_reuses_the_checkpoints_descriptor_normalizer(tmp_path):
     import numpy as np
 

@@ -1,0 +1,28 @@
+"""Bioassay-outcome prediction from the pooled 2D-encoder output: the ``assay`` term of the MMSA pretraining
+objective (our addition, ``docs/method.md`` §2.8; targets from ``mmsa_hf.data.assays``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MMSAAssayHead(nn.Module):
+    r"""Predicts each molecule's outcome in every pretraining assay, from the pooled GIN output.
+
+    .. math::  \mathbf{s}_m = \mathrm{MLP}(\mathbf{g}_m) \in \mathbb{R}^{T}, \qquad p_{m,t} = \sigma(s_{m,t})
+
+    where :math:`\mathbf{g}_m` is the pooled 2D-encoder output (the vector fine-tuning reads) and :math:`T` is
+    ``config.num_assay_tasks``. The loss is the masked BCE of ``fingerprint_head.fingerprint_loss`` over the
+    measured entries only (most are not measured).
+
+    Shapes: ``[B, graph_hidden_size]`` -> logits ``[B, num_assay_tasks]``.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        hidden = config.graph_hidden_size
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, config.num_assay_tasks))
+
+    def forward(self, graph_pooled_output: torch.Tensor) -> torch.Tensor:
+        return self.mlp(graph_pooled_output).float()
