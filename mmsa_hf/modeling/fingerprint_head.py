@@ -17,13 +17,15 @@ class MMSAFingerprintHead(nn.Module):
     where :math:`\mathbf{g}_m` is the pooled 2D-encoder output (the vector fine-tuning reads) and
     :math:`B_{fp}` is ``config.num_fingerprint_bits``.
 
-    Shapes: ``[B, graph_hidden_size]`` -> logits ``[B, num_fingerprint_bits]``.
+    Shapes: ``[B, graph_hidden_size]`` -> logits ``[B, num_fingerprint_bits]`` (``[B, num_outputs]`` when given:
+    the same MLP serves the assay head).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, num_outputs: int | None = None):
         super().__init__()
         hidden = config.graph_hidden_size
-        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, config.num_fingerprint_bits))
+        width = config.num_fingerprint_bits if num_outputs is None else num_outputs
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, width))
 
     def forward(self, graph_pooled_output: torch.Tensor) -> torch.Tensor:
         return self.mlp(graph_pooled_output).float()
