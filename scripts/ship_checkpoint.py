@@ -53,6 +53,9 @@ def objective_summary(config) -> str:
     if getattr(config, "num_fingerprint_bits", 0) > 0:
         terms.append(f"prediction of the {config.num_fingerprint_bits} folded Morgan bits (radius "
                      f"{config.fingerprint_radius}) from the pooled GIN output (weight {config.fingerprint_weight:g})")
+    if getattr(config, "assay_tasks", None):
+        terms.append(f"prediction of {len(config.assay_tasks)} binary bioassay outcomes (ToxCast without TOX21_*, HIV, "
+                     f"MUV; masked BCE) from the pooled GIN output (weight {config.assay_weight:g})")
     return (f"Views: {', '.join(views)}. Terms: {'; '.join(terms)} (see the package's `docs/method.md`, "
             "section 2.8).")
 

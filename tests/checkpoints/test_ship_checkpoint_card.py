@@ -1,0 +1,27 @@
+"""The shipped checkpoint's model card names every pretraining term its config switches on."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from mmsa_hf.modeling import MMSAConfig
+
+
+def _ship_checkpoint_module():
+    path = Path(__file__).resolve().parents[2] / "scripts" / "ship_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("ship_checkpoint", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_objective_summary_names_the_molecule_level_terms():
+    summary = _ship_checkpoint_module().objective_summary
+    config = MMSAConfig.from_preset("tiny", use_image=False, use_geometry=False, num_fingerprint_bits=64,
+                                    assay_tasks=["hiv/HIV_active", "muv/MUV-466"], assay_weight=2.0)
+    text = summary(config)
+    assert "Views: graph." in text
+    assert "64 folded Morgan bits" in text and "2 binary bioassay outcomes" in text and "weight 2)" in text
+    plain = summary(MMSAConfig.from_preset("tiny"))
+    assert "inter-view contrastive" in plain and "bioassay" not in plain and "Morgan" not in plain
