@@ -83,6 +83,9 @@ class FinetuneArguments:
     backbone_learning_rate: float | None = field(
         default=None, metadata=argument_help("peak learning rate of the backbone (the pretrained part); "
                                      "defaults to --learning_rate"))
+    frozen_backbone_epochs: int = field(default=0, metadata=argument_help(
+        "LP-FT: train only the head for this many first epochs (backbone frozen, in eval mode), then everything; "
+        "the schedule spans all epochs"))
     warmup_ratio: float = field(default=0.05, metadata=argument_help("linear warmup share of the steps, then cosine"))
     max_grad_norm: float = field(default=5.0, metadata=argument_help("gradient clipping (0 = off)"))
     weight_decay: float = field(default=0.0, metadata=argument_help("Adam weight decay"))
@@ -108,6 +111,9 @@ class FinetuneArguments:
             raise ValueError("--model and --from_scratch exclude each other")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id")
+        if not 0 <= self.frozen_backbone_epochs < self.epochs:
+            raise ValueError(f"--frozen_backbone_epochs must be in [0, --epochs={self.epochs}), got "
+                             f"{self.frozen_backbone_epochs}")
 
 
 DESCRIPTION = ("Fine-tune MMSA on a MoleculeNet set or a CSV; multi-seed, fixed epoch budget, test at the "
@@ -293,6 +299,7 @@ class CellSettings:
     eval_batch_size: int = 256
     keep_best_state: bool = False  # keep the best-validation weights (to save them)
     log_steps: bool = False  # record the learning rates and gradient norm of every step
+    frozen_backbone_epochs: int = 0  # LP-FT: train only the head for this many first epochs
 
 
 def build_optimizer(model, settings: CellSettings) -> torch.optim.Optimizer:
@@ -325,10 +332,26 @@ def _clip(model, max_norm: float, accelerator=None) -> float | None:
     return float(clip(model.parameters(), max_norm))
 
 
+def set_backbone_frozen(model, frozen: bool) -> None:
+    """The linear-probing phase of LP-FT (Kumar et al. 2022): the backbone's parameters take no gradient, so Adam
+    leaves them (and their moments) untouched, and in :func:`train_one_epoch` its layers run in eval mode (dropout
+    off, normalisation statistics fixed). ``frozen=False`` undoes it."""
+    for parameter in model.base_model.parameters():
+        parameter.requires_grad_(not frozen)
+
+
+def _backbone_frozen(model) -> bool:
+    return not any(p.requires_grad for p in model.base_model.parameters())
+
+
 def train_one_epoch(model, optimizer, scheduler, data, settings: CellSettings, generator: torch.Generator,
                     accelerator=None, step_log: list | None = None) -> dict[str, float]:
-    """One pass over ``data`` in the order drawn from ``generator``; returns loss and throughput."""
+    """One pass over ``data`` in the order drawn from ``generator``; returns loss and throughput. A frozen backbone
+    (:func:`set_backbone_frozen`) runs in eval mode."""
     model.train()
+    unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
+    if _backbone_frozen(unwrapped):
+        unwrapped.base_model.eval()
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     autocast = accelerator.autocast if accelerator is not None else nullcontext
     timer, cpu_start, losses, molecules = Timer(), time.process_time(), [], 0
@@ -415,7 +438,9 @@ def finetune_cell(model, splits: dict[str, Any], task_type: str, settings: CellS
     generator = torch.Generator().manual_seed(seed)
     best, curves, steps = _Best(), [], ([] if settings.log_steps else None)
     last: dict[str, Any] = {}
+    unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
     for epoch in range(settings.epochs):
+        set_backbone_frozen(unwrapped, epoch < settings.frozen_backbone_epochs)
         record = {"epoch": epoch, **train_one_epoch(model, optimizer, scheduler, splits["train"], settings,
                                                     generator, accelerator, steps)}
         last = _validate_epoch(model, splits, task_type, settings, accelerator, record, best)
@@ -424,6 +449,7 @@ def finetune_cell(model, splits: dict[str, Any], task_type: str, settings: CellS
             on_epoch(record)
         if settings.patience and epoch - best.epoch >= settings.patience:
             break
+    set_backbone_frozen(unwrapped, False)
     if "test" not in last:
         _, last["test"], _ = evaluate(model, splits["test"], task_type, settings.eval_batch_size, accelerator)
     return _cell_summary(seed, best, last, curves, steps)
@@ -477,7 +503,7 @@ def cell_settings(args: FinetuneArguments, keep_best_state: bool = False) -> Cel
     return CellSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                         backbone_learning_rate=args.backbone_learning_rate, warmup_ratio=args.warmup_ratio,
                         max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay, patience=args.patience,
-                        keep_best_state=keep_best_state)
+                        keep_best_state=keep_best_state, frozen_backbone_epochs=args.frozen_backbone_epochs)
 
 
 def prepare_data(args: FinetuneArguments, accelerator=None) -> dict[str, Any]:
