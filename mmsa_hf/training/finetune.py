@@ -332,26 +332,18 @@ def _clip(model, max_norm: float, accelerator=None) -> float | None:
     return float(clip(model.parameters(), max_norm))
 
 
-def set_backbone_frozen(model, frozen: bool) -> None:
-    """The linear-probing phase of LP-FT (Kumar et al. 2022): the backbone's parameters take no gradient, so Adam
-    leaves them (and their moments) untouched, and in :func:`train_one_epoch` its layers run in eval mode (dropout
-    off, normalisation statistics fixed). ``frozen=False`` undoes it."""
-    for parameter in model.base_model.parameters():
-        parameter.requires_grad_(not frozen)
-
-
-def _backbone_frozen(model) -> bool:
-    return not any(p.requires_grad for p in model.base_model.parameters())
+def _set_requires_grad(parameters: list[torch.nn.Parameter], on: bool) -> None:
+    for parameter in parameters:
+        parameter.requires_grad_(on)
 
 
 def train_one_epoch(model, optimizer, scheduler, data, settings: CellSettings, generator: torch.Generator,
-                    accelerator=None, step_log: list | None = None) -> dict[str, float]:
-    """One pass over ``data`` in the order drawn from ``generator``; returns loss and throughput. A frozen backbone
-    (:func:`set_backbone_frozen`) runs in eval mode."""
+                    accelerator=None, step_log: list | None = None, frozen_backbone: bool = False) -> dict[str, float]:
+    """One pass over ``data`` in the order drawn from ``generator``; returns loss and throughput.
+    ``frozen_backbone``: the backbone runs in eval mode (dropout off, normalisation statistics fixed)."""
     model.train()
-    unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
-    if _backbone_frozen(unwrapped):
-        unwrapped.base_model.eval()
+    if frozen_backbone:
+        (accelerator.unwrap_model(model) if accelerator is not None else model).base_model.eval()
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     autocast = accelerator.autocast if accelerator is not None else nullcontext
     timer, cpu_start, losses, molecules = Timer(), time.process_time(), [], 0
@@ -438,18 +430,23 @@ def finetune_cell(model, splits: dict[str, Any], task_type: str, settings: CellS
     generator = torch.Generator().manual_seed(seed)
     best, curves, steps = _Best(), [], ([] if settings.log_steps else None)
     last: dict[str, Any] = {}
+    # LP-FT (Kumar et al. 2022): for the first epochs the backbone's trainable parameters take no gradient, so Adam
+    # leaves them and their moments untouched; parameters frozen by design (EMA memory anchors) stay frozen.
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
+    trainable = [p for p in unwrapped.base_model.parameters() if p.requires_grad] if settings.frozen_backbone_epochs \
+        else []
     for epoch in range(settings.epochs):
-        set_backbone_frozen(unwrapped, epoch < settings.frozen_backbone_epochs)
+        frozen = epoch < settings.frozen_backbone_epochs
+        _set_requires_grad(trainable, not frozen)
         record = {"epoch": epoch, **train_one_epoch(model, optimizer, scheduler, splits["train"], settings,
-                                                    generator, accelerator, steps)}
+                                                    generator, accelerator, steps, frozen_backbone=frozen)}
         last = _validate_epoch(model, splits, task_type, settings, accelerator, record, best)
         curves.append(record)
         if on_epoch is not None:
             on_epoch(record)
         if settings.patience and epoch - best.epoch >= settings.patience:
             break
-    set_backbone_frozen(unwrapped, False)
+    _set_requires_grad(trainable, True)
     if "test" not in last:
         _, last["test"], _ = evaluate(model, splits["test"], task_type, settings.eval_batch_size, accelerator)
     return _cell_summary(seed, best, last, curves, steps)

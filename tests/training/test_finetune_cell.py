@@ -147,6 +147,7 @@ def test_frozen_backbone_epochs_train_only_the_head_then_everything(data, checkp
     model = ft.build_model(checkpoint, checkpoint, dict(data["overrides"]), seed=0)
     backbone = lambda: torch.cat([p.detach().flatten() for p in model.mmsa.parameters()])  # noqa: E731
     head = lambda: torch.cat([p.detach().flatten() for p in model.classifier.parameters()])  # noqa: E731
+    flags_before = [p.requires_grad for p in model.parameters()]
     snapshots = [(backbone().clone(), head().clone())]
     on_epoch = lambda record: snapshots.append((backbone().clone(), head().clone()))  # noqa: E731
     settings = ft.CellSettings(epochs=3, batch_size=16, frozen_backbone_epochs=2)
@@ -155,7 +156,7 @@ def test_frozen_backbone_epochs_train_only_the_head_then_everything(data, checkp
     assert torch.equal(b0, b1) and torch.equal(b1, b2)  # linear probing: the backbone does not move
     assert not torch.equal(h0, h1) and not torch.equal(h1, h2)  # the head learns
     assert not torch.equal(b2, b3)  # then the whole model is fine-tuned
-    assert all(p.requires_grad for p in model.parameters())  # nothing stays frozen after the cell
+    assert [p.requires_grad for p in model.parameters()] == flags_before  # every flag restored after the cell
     with pytest.raises(SystemExit):
         ft.parse_args(["--from_scratch", "--epochs", "3", "--frozen_backbone_epochs", "3"])
     assert "--frozen_backbone_epochs must be in [0, --epochs=3)" in capsys.readouterr().err
