@@ -27,7 +27,7 @@ def model_card(model, processor, training_info: dict, benchmark: Path | None, re
              "The modeling and processing code files are not copied into `checkpoints/` (the installed `mmsa_hf` "
              "package provides the classes); `mmsa push --model checkpoints/<name> --repo-id ORG/NAME` writes them, "
              "with `auto_map`, for `trust_remote_code` users of the Hub copy.", "",
-             "## Objective", "", objective_summary(model.config), "",
+             "## Objective", "", objective_summary(model.config), *provenance(training_info.get("args", {})), "",
              "## Loss curves", "", "![pretraining loss curves](loss_curves.png)", ""]
     if benchmark is not None and benchmark.is_file():
         extra += ["## MoleculeNet benchmark (paired, pretrained vs the same architecture from scratch)", "",
@@ -58,6 +58,18 @@ def objective_summary(config) -> str:
                      f"MUV; masked BCE) from the pooled GIN output (weight {config.assay_weight:g})")
     return (f"Views: {', '.join(views)}. Terms: {'; '.join(terms)} (see the package's `docs/method.md`, "
             "section 2.8).")
+
+
+def provenance(args: dict) -> list[str]:
+    """For a continued run (``--init_from``): where it started, and the heads whose targets this run did not give
+    (their terms were 0 here; the weights are the starting checkpoint's)."""
+    if not args.get("init_from"):
+        return []
+    idle = [name for flag, name in (("descriptor_targets", "descriptor"), ("fingerprint_targets", "fingerprint"),
+                                    ("assay_targets", "assay")) if not args.get(flag)]
+    return ["", f"This run continued `{args['init_from']}` (`--init_from`): the numbers above count this run only. "
+            f"Heads inherited from that checkpoint whose targets this run did not give ({', '.join(idle)}, where "
+            "present) were not trained here, so their terms were 0 in this run."]
 
 
 def strip_remote_code(folder: Path) -> None:

@@ -25,3 +25,10 @@ def test_objective_summary_names_the_molecule_level_terms():
     assert "64 folded Morgan bits" in text and "2 binary bioassay outcomes" in text and "weight 2)" in text
     plain = summary(MMSAConfig.from_preset("tiny"))
     assert "inter-view contrastive" in plain and "bioassay" not in plain and "Morgan" not in plain
+
+
+def test_provenance_of_a_continued_run_names_the_start_and_the_idle_heads():
+    provenance = _ship_checkpoint_module().provenance
+    assert provenance({"init_from": None}) == []
+    text = " ".join(provenance({"init_from": "checkpoints/mmsa-small-graph", "assay_targets": True}))
+    assert "continued `checkpoints/mmsa-small-graph`" in text and "(descriptor, fingerprint, where present)" in text
