@@ -73,7 +73,7 @@ class TestMMSAModel(MMSAModelTesterMixin):
 class TestMMSAForPreTraining(MMSAModelTesterMixin, MMSAHeadModelTesterMixin):
     model_class = MMSAForPreTraining
     batch_level_fields = ("loss", "contrastive_loss", "reconstruction_loss", "hypergraph_loss", "memory_loss",
-                          "masked_attribute_loss", "descriptor_loss", "fingerprint_loss", "anchors_in_use")
+                          "masked_attribute_loss", "descriptor_loss", "fingerprint_loss", "assay_loss", "anchors_in_use")
 
     def expected_output_shapes(self, tester, config):
         B = tester.batch_size
