@@ -9,7 +9,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -24,17 +24,38 @@ logger = logging.getLogger("mmsa_hf.training")
 PRESET_IMAGE_SIZE = {"tiny": 64, "small": 128, "base": 224}
 
 
+@dataclass(frozen=True)
+class IfOff:
+    """An override applied only where the base config has the field off (0, empty or None), e.g. a switched-on
+    pretraining term that must keep the head width of the checkpoint it continues."""
+
+    value: Any
+
+
+def _applicable(overrides: dict[str, Any], base) -> dict[str, Any]:
+    """``overrides`` with each :class:`IfOff` resolved against ``base`` (dropped where ``base`` has it on)."""
+    out = {}
+    for key, value in overrides.items():
+        if isinstance(value, IfOff):
+            if getattr(base, key, None):
+                continue
+            value = value.value
+        out[key] = value
+    return out
+
+
 def resolve_model_config(config: str, overrides: dict[str, Any] | None = None):
-    """``config`` is a preset name (tiny/small/base), a config JSON file or a checkpoint directory."""
+    """``config`` is a preset name (tiny/small/base), a config JSON file or a checkpoint directory; ``overrides``
+    set fields (an :class:`IfOff` value only where that config has the field off)."""
     from ..modeling import MMSAConfig
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if config in PRESET_IMAGE_SIZE:
-        return MMSAConfig.from_preset(config, **overrides)
+        return MMSAConfig.from_preset(config, **_applicable(overrides, MMSAConfig.from_preset(config)))
     path = Path(config)
     if path.is_dir() or path.suffix == ".json":
         cfg = MMSAConfig.from_pretrained(str(path)) if path.is_dir() else MMSAConfig.from_json_file(str(path))
-        for key, value in overrides.items():
+        for key, value in _applicable(overrides, cfg).items():
             setattr(cfg, key, value)
         return cfg
     raise ValueError(

@@ -35,6 +35,7 @@ from .common import (
     latest_checkpoint,
     logger,
     plot_curves,
+    IfOff,
     resolve_model_config,
     views_for_config,
     write_json,
@@ -178,25 +179,17 @@ def _config_overrides(args: PretrainArguments) -> dict[str, Any]:
         from ..data.descriptors import descriptor_names
 
         overrides["num_descriptors"] = len(descriptor_names())
+    # IfOff: a continued run (--init_from) keeps the width of the head its checkpoint already has.
     if args.fingerprint_targets and "num_fingerprint_bits" not in overrides:
-        overrides["num_fingerprint_bits"] = (_checkpoint_config_value(args.init_from, "num_fingerprint_bits")
-                                             or DEFAULT_FINGERPRINT_BITS)
+        overrides["num_fingerprint_bits"] = IfOff(DEFAULT_FINGERPRINT_BITS)
     if args.assay_targets and "assay_tasks" not in overrides:
         from ..data.assays import assay_task_names
 
-        overrides["assay_tasks"] = _checkpoint_config_value(args.init_from, "assay_tasks") or assay_task_names()
+        overrides["assay_tasks"] = IfOff(assay_task_names())
     return overrides
 
 
 DEFAULT_FINGERPRINT_BITS = 2048
-
-
-def _checkpoint_config_value(checkpoint: str | None, key: str):
-    """``key`` of an ``--init_from`` checkpoint's ``config.json`` (None without one), so a continued run keeps the
-    width of its fingerprint / assay head."""
-    if checkpoint is None:
-        return None
-    return json.loads(Path(checkpoint, "config.json").read_text()).get(key)
 
 
 def _descriptor_normalizer(featurized, seed: int, sample_size: int = 20000):
