@@ -8,6 +8,7 @@
 #   FINGERPRINT=1 ...                                                                      # + Morgan-bit term
 #   ASSAY=1 ...                                                     # + ToxCast/HIV/MUV assay term (Hu et al.)
 #   DESCRIPTORS=0 ...                                               # without the descriptor term
+#   SEED=1 OVERRIDES='{"assay_weight": 10.0}' ...                   # other data order / masks; config fields
 #
 # Output: $OUT_ROOT/$NAME (checkpoints, metrics.jsonl, final/). Featurization and descriptors are cached by
 # `datasets` under $HF_DATASETS_CACHE (about 10 min of descriptors on 2 cores, once).
@@ -22,12 +23,13 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-
 export HF_DATASETS_CACHE=${HF_DATASETS_CACHE:-$HOME/.cache/mmsa/datasets}
 PY=${PYTHON:-.venv/bin/python}
 ARGS=(--max_steps "$STEPS" --time_budget_minutes "$BUDGET" --batch_size 256 --learning_rate "$LR"
-      --mixed_precision bf16 --num_proc 2 --checkpointing_steps 500 --log_every 50 --seed 0
+      --mixed_precision bf16 --num_proc 2 --checkpointing_steps 500 --log_every 50 --seed "${SEED:-0}"
       --no_image --no_geometry --output_dir "$OUT_ROOT/$NAME")
 if [ "${DESCRIPTORS:-1}" = 1 ]; then ARGS+=(--descriptor_targets); fi
 if [ -n "${INIT:-}" ]; then ARGS+=(--init_from "$INIT"); fi
 if [ "${FINGERPRINT:-0}" = 1 ]; then ARGS+=(--fingerprint_targets); fi
 if [ "${ASSAY:-0}" = 1 ]; then ARGS+=(--assay_targets); fi
+if [ -n "${OVERRIDES:-}" ]; then ARGS+=(--config_overrides "$OVERRIDES"); fi
 if [ "${RESUME:-0}" = 1 ]; then ARGS+=(--resume_from_checkpoint latest); fi
 exec $PY -m accelerate.commands.launch --cpu --num_processes 1 --num_machines 1 --mixed_precision bf16 \
   --dynamo_backend no scripts/pretrain.py "${ARGS[@]}"

@@ -83,6 +83,11 @@ class MMSAMemoryBank(nn.Module):
             requires_grad=config.memory_update_rule == "gradient",
         )
 
+    def restore_update_rule_flag(self) -> None:
+        """Set ``anchors.requires_grad`` from the update rule again. ``from_pretrained`` re-creates every loaded
+        parameter as trainable, and an EMA-updated bank must stay out of the optimizer's trainable set."""
+        self.anchors.requires_grad_(self.update_rule == "gradient")
+
     def normalized_anchors(self) -> torch.Tensor:
         """``[K, D]`` unit-norm anchors (a fresh tensor; detached under the EMA rule)."""
         anchors = self.anchors if self.update_rule == "gradient" else self.anchors.detach()

@@ -128,7 +128,12 @@ class MMSAPreTrainedModel(PreTrainedModel):
         # file raises an OSError naming it. Without a manifest: a one-line notice, then the usual load.
         if pretrained_model_name_or_path is not None and os.path.isdir(pretrained_model_name_or_path):
             verify_directory(pretrained_model_name_or_path, notice=logging.getLogger(__name__).warning)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True gives (model, info)
+        for module in model.modules():
+            if isinstance(module, MMSAMemoryBank):
+                module.restore_update_rule_flag()
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """``PreTrainedModel.save_pretrained``, then ``checksums.json``. For a class registered for an Auto class

@@ -8,10 +8,13 @@ import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from mmsa_hf.modeling import MMSAForPreTraining
 from mmsa_hf.modeling.memory import MMSAMemoryBank, gather_across_processes, sinkhorn
+from mmsa_modeling_testutils import tiny_config
 
 
 def _bank(rule="ema", K=6, D=4, momentum=0.5):
@@ -104,3 +107,15 @@ def test_ema_update_is_identical_across_processes(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "DISTRIBUTED-EMA-OK" in result.stdout
+
+
+@pytest.mark.parametrize("update_rule", ["ema", "gradient"])
+def test_from_pretrained_keeps_the_anchors_trainable_flag_of_the_update_rule(tmp_path, update_rule):
+    model = MMSAForPreTraining(tiny_config(memory_update_rule=update_rule))
+    model.save_pretrained(tmp_path)
+    for loaded in (MMSAForPreTraining.from_pretrained(tmp_path),
+                   MMSAForPreTraining.from_pretrained(tmp_path, output_loading_info=True)[0]):
+        flags = {name: p.requires_grad for name, p in loaded.named_parameters() if name.endswith("memory.anchors")}
+        assert flags, "the pretraining model has a memory bank"
+        assert set(flags.values()) == {update_rule == "gradient"}
+        torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
