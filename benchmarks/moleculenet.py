@@ -21,7 +21,9 @@ Protocol (the same for every row; nothing is chosen on test):
 
 Rows: ``pretrained`` (``--pretrained_model``, a ``save_pretrained`` directory of any MMSA class),
 ``scratch`` (the same config, random init) and optional ``--extra_rows name=PATH`` (ablation
-checkpoints). Every (row, dataset, seed, backbone rate) cell is appended to the results JSON as soon
+checkpoints; ``name=scratch`` is another random-init row). A row may change the fine-tuning recipe with
+``--row_recipes name='{"frozen_backbone_epochs": 5}'`` (LP-FT); its paired difference is then taken against
+the random-init row with the same recipe, so a recipe is never credited to pretraining. Every (row, dataset, seed, backbone rate) cell is appended to the results JSON as soon
 as it finishes (atomic write); a re-run skips finished cells, so ``--rows``, ``--datasets`` and
 ``--seeds`` can fill the table over several sittings. Features are computed once per dataset (graph
 view only when the processor supports views), pre-collated into tensors and stored under
@@ -53,6 +55,8 @@ README_BEGIN = "<!-- moleculenet-table:begin -->"
 README_END = "<!-- moleculenet-table:end -->"
 #: cell fields that depend on the machine, not on the protocol (left out when results are compared)
 TIMING_KEYS = ("timing",)
+#: CellSettings fields a row may set with --row_recipes (the rest of the protocol is shared by every row)
+RECIPE_FIELDS = ("frozen_backbone_epochs",)
 _FEATURES: dict[str, dict[str, Any]] = {}  # per worker process: dataset -> loaded features
 
 
@@ -62,6 +66,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--pretrained_model", required=True, help="checkpoint directory (save_pretrained of an MMSA model)")
     add("--extra_rows", nargs="*", default=[], metavar="NAME=PATH", help="ablation checkpoints, one row each")
     add("--rows", nargs="+", default=None, help="rows to run (default: pretrained, scratch and the extra rows)")
+    add("--row_recipes", nargs="*", default=[], metavar="NAME=JSON",
+        help=f"fine-tuning settings of one row that differ from the protocol; keys: {', '.join(RECIPE_FIELDS)}")
     add("--row_labels", nargs="*", default=[], metavar="NAME=LABEL",
         help="table label of a row, stored in the results JSON (default: '(c) NAME')")
     add("--datasets", nargs="+", default=DATASETS)
@@ -97,22 +103,49 @@ def row_sources(args: argparse.Namespace) -> dict[str, dict[str, str | None]]:
         name, _, path = spec.partition("=")
         if not path or name in sources:
             raise SystemExit(f"--extra_rows {spec!r}: expected NAME=PATH with a new name")
-        sources[name] = {"pretrained": str(Path(path).resolve()), "config": str(Path(path).resolve())}
+        if path == "scratch":
+            sources[name] = dict(sources["scratch"])
+        else:
+            sources[name] = {"pretrained": str(Path(path).resolve()), "config": str(Path(path).resolve())}
     unknown = [r for r in args.rows if r not in sources]
     if unknown:
         raise SystemExit(f"--rows {unknown}: not among {list(sources)}")
     return sources
 
 
+def row_recipes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """``--row_recipes`` as ``{row: {field: value}}``; an unknown row, field or bad JSON exits naming it."""
+    recipes = {}
+    for spec in args.row_recipes:
+        name, _, text = spec.partition("=")
+        try:
+            recipe = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"--row_recipes {spec!r}: the recipe is not JSON ({err})") from None
+        if not isinstance(recipe, dict) or not recipe:
+            raise SystemExit(f"--row_recipes {spec!r}: expected NAME={{\"field\": value}}")
+        unknown = sorted(set(recipe) - set(RECIPE_FIELDS))
+        if unknown:
+            raise SystemExit(f"--row_recipes {spec!r}: {unknown} not among {list(RECIPE_FIELDS)}")
+        recipes[name] = recipe
+    return recipes
+
+
 def protocol(args: argparse.Namespace) -> dict[str, Any]:
     """Everything a cell's result depends on besides (row, dataset, seed, backbone rate)."""
-    return {
+    sources = row_sources(args)
+    recipes = row_recipes(args)
+    unknown = sorted(set(recipes) - set(sources))
+    if unknown:
+        raise SystemExit(f"--row_recipes {unknown}: not among the rows {list(sources)}")
+    extra = {"row_recipes": recipes} if recipes else {}  # absent when no row has one (older results files)
+    return {**extra,
         "split": "scaffold", "downstream_modalities": ["graph"], "epochs": args.epochs,
         "batch_size": args.batch_size, "head_lr": args.head_lr, "dropout": args.dropout,
         "warmup_ratio": args.warmup_ratio, "schedule": "linear warmup, then cosine decay to 0",
         "max_grad_norm": args.max_grad_norm, "patience": None, "optimizer": "Adam, weight decay 0",
         "max_molecules_per_split": args.max_molecules_per_split,
-        "rows": {name: src["pretrained"] for name, src in row_sources(args).items()},
+        "rows": {name: src["pretrained"] for name, src in sources.items()},
         "headline_metric": "test ROC-AUC at the best-validation epoch",
         "lr_selection": "per (row, dataset): the backbone rate with the best mean over seeds of the validation "
                         "ROC-AUC at the best-validation epoch",
@@ -235,7 +268,7 @@ def run_cell(job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     model = ft.build_model(job["pretrained"], job["config"], overrides, job["seed"])
     settings = ft.CellSettings(epochs=job["epochs"], batch_size=job["batch_size"], learning_rate=job["head_lr"],
                                backbone_learning_rate=job["lr"], warmup_ratio=job["warmup_ratio"],
-                               max_grad_norm=job["max_grad_norm"])
+                               max_grad_norm=job["max_grad_norm"], **job["recipe"])
     out = ft.finetune_cell(model, features["splits"], task["task_type"], settings, job["seed"])
     return job["key"], _cell_record(job, out, time.time() - start, time.process_time() - cpu_start)
 
@@ -257,7 +290,8 @@ def _cell_record(job: dict[str, Any], out: dict[str, Any], wall_seconds: float, 
 
 def _job(args: argparse.Namespace, sources, row: str, dataset: str, seed: int, lr: float) -> dict[str, Any]:
     return {"key": cell_key(row, dataset, seed, lr), "row": row, "dataset": dataset, "seed": seed, "lr": lr,
-            "work_dir": args.work_dir, **sources[row], **_job_settings(args)}
+            "work_dir": args.work_dir, **sources[row], **_job_settings(args),
+            "recipe": row_recipes(args).get(row, {})}
 
 
 def _by_size(args: argparse.Namespace) -> list[str]:
@@ -433,11 +467,25 @@ def paired_difference(rows: dict[str, Any], row: str, control: str = "scratch") 
     return out
 
 
+def control_row(protocol_: dict[str, Any], row: str) -> str:
+    """The random-init row a row is paired against: the one with the same fine-tuning recipe (``scratch`` for
+    the protocol's own recipe)."""
+    recipes = protocol_.get("row_recipes", {})
+    recipe = recipes.get(row, {})
+    if not recipe:
+        return "scratch"
+    matches = sorted(name for name, path in protocol_["rows"].items()
+                     if path is None and recipes.get(name, {}) == recipe)
+    return matches[0] if matches else "scratch"
+
+
 def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     rows_present = sorted({c["row"] for c in results["cells"].values()},
                           key=lambda r: (r not in HEADLINE_ROWS, HEADLINE_ROWS.index(r) if r in HEADLINE_ROWS else r))
     rows = {row: summarise_row(results, row, args.datasets) for row in rows_present}
-    differences = {row: paired_difference(rows, row) for row in rows if row != "scratch" and "scratch" in rows}
+    controls = {row: control_row(results["protocol"], row) for row in rows}
+    differences = {row: {**paired_difference(rows, row, controls[row]), "control": controls[row]}
+                   for row in rows if controls[row] != row and controls[row] in rows}
     return {"datasets": list(args.datasets), "rows": rows, "paired_difference_vs_scratch": differences,
             "reference": _reference(args.datasets)}
 
@@ -517,13 +565,14 @@ def _table(summary: dict[str, Any], metric: str) -> list[str]:
 def _difference_lines(summary: dict[str, Any]) -> list[str]:
     lines = []
     for row, diff in summary["paired_difference_vs_scratch"].items():
+        control = diff.get("control", "scratch")
         for metric, label in (("test", "best-validation epoch (headline)"), ("last_test", "last epoch")):
             d = diff[metric]
             if d["n"] < 2:
-                lines.append(f"- {row} − scratch, {label}: {d['mean']:+.2f} over {d['n']} seed(s); no interval.")
+                lines.append(f"- {row} − {control}, {label}: {d['mean']:+.2f} over {d['n']} seed(s); no interval.")
                 continue
             verdict = "excludes 0" if d["excludes_zero"] else "includes 0: no difference shown"
-            lines.append(f"- {row} − scratch, {label}: **{d['mean']:+.2f}**, 95 % CI [{d['low']:+.2f}, "
+            lines.append(f"- {row} − {control}, {label}: **{d['mean']:+.2f}**, 95 % CI [{d['low']:+.2f}, "
                          f"{d['high']:+.2f}] over {d['n']} paired seeds ({verdict}).")
     return lines
 

@@ -111,3 +111,29 @@ def test_grid_seeds_run_the_grid_on_k_seeds_and_the_rest_at_the_rate_they_chose(
         assert {c["backbone_lr"] for c in later} == {chosen}
         entry = results["summary"]["rows"][row]["datasets"]["bbbp"]
         assert entry["backbone_lr"] == chosen and entry["test"]["n"] == 3
+
+
+def test_a_row_recipe_is_part_of_the_protocol_and_is_paired_against_random_init_with_the_same_recipe(setup):
+    lpft = '{"frozen_backbone_epochs": 1}'
+    run = bench.main(_argv(setup, "recipes", "--workers", "1", "--backbone_lrs", "1e-3",
+                           "--extra_rows", f"lpft={setup / 'ckpt'}", "scratch_lpft=scratch",
+                           "--row_recipes", f"lpft={lpft}", f"scratch_lpft={lpft}"))
+    results = run["results"]
+    assert results["protocol"]["row_recipes"] == {"lpft": {"frozen_backbone_epochs": 1},
+                                                  "scratch_lpft": {"frozen_backbone_epochs": 1}}
+    assert results["protocol"]["rows"]["scratch_lpft"] is None  # random init, like scratch
+    diffs = results["summary"]["paired_difference_vs_scratch"]
+    assert diffs["lpft"]["control"] == "scratch_lpft" and diffs["pretrained"]["control"] == "scratch"
+    assert "scratch_lpft" not in diffs and "scratch" not in diffs
+    cells = results["cells"]
+    plain, frozen = (cells[bench.cell_key(row, "bbbp", 0, 1e-3)] for row in ("pretrained", "lpft"))
+    assert plain["curves"][0]["train_loss"] != frozen["curves"][0]["train_loss"]  # the recipe was applied
+    assert "lpft − scratch_lpft" in (setup / "recipes.md").read_text()
+
+
+@pytest.mark.parametrize("spec, message", [('lpft={"patience": 3}', "not among"), ("lpft={oops", "not JSON"),
+                                           ('nosuchrow={"frozen_backbone_epochs": 1}', "not among the rows")])
+def test_a_bad_row_recipe_exits_naming_it(setup, spec, message):
+    with pytest.raises(SystemExit, match=message):
+        bench.main(_argv(setup, "bad_recipe", "--workers", "1", "--extra_rows", f"lpft={setup / 'ckpt'}",
+                         "--row_recipes", spec))
