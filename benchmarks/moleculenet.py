@@ -435,13 +435,14 @@ def store_row_labels(results: dict[str, Any], specs: Sequence[str]) -> None:
 
 
 def summarise_row(results: dict[str, Any], row: str, datasets: list[str]) -> dict[str, Any]:
-    """Per dataset at the chosen rate: test at the best-validation epoch and at the last epoch (×100, over
-    seeds), and the 5-set average per seed (seeds that have every dataset)."""
-    per_dataset, per_seed = {}, {"test": {}, "last_test": {}}
+    """Per dataset at the chosen rate: test at the best-validation epoch and at the last epoch, and the best
+    validation score (×100, over seeds), and the 5-set average per seed (seeds that have every dataset). The
+    validation average is what a checkpoint may be chosen on; the test averages are only reported."""
+    per_dataset, per_seed = {}, {"test": {}, "last_test": {}, "validation": {}}
     for dataset in datasets:
         chosen, info = _chosen_cells(results, row, dataset)
         entry = dict(info)
-        for metric in ("test", "last_test"):
+        for metric in per_seed:
             values = {s: 100 * c[metric]["roc_auc"] for s, c in sorted(chosen.items())}
             entry[metric] = {**_mean_std(list(values.values())), "per_seed": values}
             for seed, value in values.items():
@@ -577,6 +578,16 @@ def _difference_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _validation_lines(summary: dict[str, Any]) -> list[str]:
+    """The validation 5-set average per row: the score a checkpoint is chosen on (never the test table)."""
+    entries = [f"{name} {_ms(row['average']['validation'])}" for name, row in summary["rows"].items()
+               if row["average"].get("validation", {}).get("n")]
+    if not entries:
+        return []
+    return ["Validation ROC-AUC × 100 at the best-validation epoch, 5-set average (the only score a checkpoint is "
+            "chosen on): " + "; ".join(entries) + ".", ""]
+
+
 def render_markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
     p = results["protocol"]
     lrs = {row: {d: f"{v['backbone_lr']:g}" if v["backbone_lr"] else "–" for d, v in r["datasets"].items()}
@@ -589,6 +600,7 @@ def render_markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
         "Test ROC-AUC × 100 at the last epoch (same cells):", "", *_table(summary, "last_test"), "",
         "Paired difference of the 5-set average (same split, seed, data order and head initialisation; "
         "Student-t interval over seeds):", "", *_difference_lines(summary), "",
+        *_validation_lines(summary),
         "Backbone learning rate chosen on validation: " + "; ".join(
             f"{row}: " + ", ".join(f"{d} {lr}" for d, lr in per.items()) for row, per in lrs.items()) + ".", "",
     ]

@@ -69,6 +69,11 @@ def test_cells_hold_both_test_metrics_and_pretrained_and_scratch_are_paired(setu
     assert diff["n"] == 2 and diff["mean"] == pytest.approx(sum(a[s] - b[s] for s in a) / 2)
     table = (setup / "whole.md").read_text()
     assert "best-validation epoch" in table.splitlines()[0] and "95 % CI" in table and "chemprop" in table
+    validation = rows["pretrained"]["average"]["validation"]
+    cells = [c for c in results["cells"].values() if c["row"] == "pretrained" and c["seed"] == 0
+             and c["backbone_lr"] == rows["pretrained"]["datasets"]["bbbp"]["backbone_lr"]]
+    assert validation["per_seed"]["0"] == pytest.approx(100 * cells[0]["validation"]["roc_auc"])
+    assert f"pretrained {validation['mean']:.2f}" in table
 
 
 def test_a_protocol_change_is_refused_instead_of_mixing_cells(setup):
@@ -90,6 +95,7 @@ def test_backbone_rate_is_chosen_on_validation_even_when_test_disagrees():
     row = bench.summarise_row(results, "pretrained", ["bace"])
     assert row["datasets"]["bace"]["backbone_lr"] == 1e-4
     assert row["datasets"]["bace"]["test"]["mean"] == pytest.approx(71.0)
+    assert row["average"]["validation"]["per_seed"] == {0: pytest.approx(85.0), 1: pytest.approx(86.0)}
 
 
 def test_selection_compares_rates_on_the_seeds_they_share_and_ignores_nan():
