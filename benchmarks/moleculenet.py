@@ -23,7 +23,7 @@ Rows: ``pretrained`` (``--pretrained_model``, a ``save_pretrained`` directory of
 ``scratch`` (the same config, random init) and optional ``--extra_rows name=PATH`` (ablation
 checkpoints; ``name=scratch`` is another random-init row). A row may change the fine-tuning recipe with
 ``--row_recipes name='{"frozen_backbone_epochs": 5}'`` (LP-FT); its paired difference is then taken against
-the random-init row with the same recipe, so a recipe is never credited to pretraining. Every (row, dataset, seed, backbone rate) cell is appended to the results JSON as soon
+the random-init row with the same recipe (none without one), so a recipe is never credited to pretraining. Every (row, dataset, seed, backbone rate) cell is appended to the results JSON as soon
 as it finishes (atomic write); a re-run skips finished cells, so ``--rows``, ``--datasets`` and
 ``--seeds`` can fill the table over several sittings. Features are computed once per dataset (graph
 view only when the processor supports views), pre-collated into tensors and stored under
@@ -95,8 +95,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def row_sources(args: argparse.Namespace) -> dict[str, dict[str, str | None]]:
-    """Per row: the checkpoint its backbone is loaded from (None: random init) and its config."""
+def row_sources(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per row: the checkpoint its backbone is loaded from (None: random init), its config and its fine-tuning
+    recipe (``--row_recipes``; empty: the protocol's)."""
     base = str(Path(args.pretrained_model).resolve())
     sources = {"pretrained": {"pretrained": base, "config": base}, "scratch": {"pretrained": None, "config": base}}
     for spec in args.extra_rows:
@@ -110,6 +111,12 @@ def row_sources(args: argparse.Namespace) -> dict[str, dict[str, str | None]]:
     unknown = [r for r in args.rows if r not in sources]
     if unknown:
         raise SystemExit(f"--rows {unknown}: not among {list(sources)}")
+    recipes = row_recipes(args)
+    unknown = sorted(set(recipes) - set(sources))
+    if unknown:
+        raise SystemExit(f"--row_recipes {unknown}: not among the rows {list(sources)}")
+    for name, source in sources.items():
+        source["recipe"] = recipes.get(name, {})
     return sources
 
 
@@ -134,10 +141,7 @@ def row_recipes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 def protocol(args: argparse.Namespace) -> dict[str, Any]:
     """Everything a cell's result depends on besides (row, dataset, seed, backbone rate)."""
     sources = row_sources(args)
-    recipes = row_recipes(args)
-    unknown = sorted(set(recipes) - set(sources))
-    if unknown:
-        raise SystemExit(f"--row_recipes {unknown}: not among the rows {list(sources)}")
+    recipes = {name: src["recipe"] for name, src in sources.items() if src["recipe"]}
     extra = {"row_recipes": recipes} if recipes else {}  # absent when no row has one (older results files)
     return {**extra,
         "split": "scaffold", "downstream_modalities": ["graph"], "epochs": args.epochs,
@@ -290,8 +294,7 @@ def _cell_record(job: dict[str, Any], out: dict[str, Any], wall_seconds: float, 
 
 def _job(args: argparse.Namespace, sources, row: str, dataset: str, seed: int, lr: float) -> dict[str, Any]:
     return {"key": cell_key(row, dataset, seed, lr), "row": row, "dataset": dataset, "seed": seed, "lr": lr,
-            "work_dir": args.work_dir, **sources[row], **_job_settings(args),
-            "recipe": row_recipes(args).get(row, {})}
+            "work_dir": args.work_dir, **sources[row], **_job_settings(args)}
 
 
 def _by_size(args: argparse.Namespace) -> list[str]:
@@ -468,16 +471,13 @@ def paired_difference(rows: dict[str, Any], row: str, control: str = "scratch") 
     return out
 
 
-def control_row(protocol_: dict[str, Any], row: str) -> str:
-    """The random-init row a row is paired against: the one with the same fine-tuning recipe (``scratch`` for
-    the protocol's own recipe)."""
+def control_row(protocol_: dict[str, Any], row: str) -> str | None:
+    """The random-init row a row is paired against: one with the same fine-tuning recipe, ``scratch`` first
+    (the protocol's own recipe); None when no random-init row has that recipe."""
     recipes = protocol_.get("row_recipes", {})
-    recipe = recipes.get(row, {})
-    if not recipe:
-        return "scratch"
-    matches = sorted(name for name, path in protocol_["rows"].items()
-                     if path is None and recipes.get(name, {}) == recipe)
-    return matches[0] if matches else "scratch"
+    same = [name for name, path in protocol_["rows"].items()
+            if path is None and recipes.get(name, {}) == recipes.get(row, {})]
+    return min(same, key=lambda name: (name != "scratch", name), default=None)
 
 
 def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -486,7 +486,7 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     rows = {row: summarise_row(results, row, args.datasets) for row in rows_present}
     controls = {row: control_row(results["protocol"], row) for row in rows}
     differences = {row: {**paired_difference(rows, row, controls[row]), "control": controls[row]}
-                   for row in rows if controls[row] != row and controls[row] in rows}
+                   for row in rows if controls[row] not in (None, row) and controls[row] in rows}
     return {"datasets": list(args.datasets), "rows": rows, "paired_difference_vs_scratch": differences,
             "reference": _reference(args.datasets)}
 
@@ -566,7 +566,7 @@ def _table(summary: dict[str, Any], metric: str) -> list[str]:
 def _difference_lines(summary: dict[str, Any]) -> list[str]:
     lines = []
     for row, diff in summary["paired_difference_vs_scratch"].items():
-        control = diff.get("control", "scratch")
+        control = diff["control"]
         for metric, label in (("test", "best-validation epoch (headline)"), ("last_test", "last epoch")):
             d = diff[metric]
             if d["n"] < 2:
@@ -581,7 +581,7 @@ def _difference_lines(summary: dict[str, Any]) -> list[str]:
 def _validation_lines(summary: dict[str, Any]) -> list[str]:
     """The validation 5-set average per row: the score a checkpoint is chosen on (never the test table)."""
     entries = [f"{name} {_ms(row['average']['validation'])}" for name, row in summary["rows"].items()
-               if row["average"].get("validation", {}).get("n")]
+               if row["average"]["validation"]["n"]]
     if not entries:
         return []
     return ["Validation ROC-AUC × 100 at the best-validation epoch, 5-set average (the only score a checkpoint is "

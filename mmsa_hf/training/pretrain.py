@@ -21,6 +21,7 @@ import torch
 
 from .common import arguments_from_namespace as common_arguments_from_namespace
 from .common import (
+    IfOff,
     argument_help,
     dataclass_parser,
     parse_arguments,
@@ -35,7 +36,6 @@ from .common import (
     latest_checkpoint,
     logger,
     plot_curves,
-    IfOff,
     resolve_model_config,
     views_for_config,
     write_json,
