@@ -7,6 +7,7 @@ call can narrow further): a graph-only processor does no conformer embedding and
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -138,19 +139,42 @@ class MMSAProcessor(ProcessorMixin):
             )
         return views
 
-    # `ProcessorMixin` would look the sub-processors up through the Auto classes, which needs a registered config;
-    # build them directly from the nested `processor_config.json` instead (falling back to the default lookup).
-    @classmethod
-    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+    # `ProcessorMixin` would look the sub-processors up through the Auto classes, which needs a registered config
+    # (absent when this file runs as Hub remote code without `mmsa_hf`); build them directly from the nested
+    # `processor_config.json` instead, falling back to the default lookup for a flat (legacy) config.
+    @staticmethod
+    def _subprocessors_from_dict(processor_dict: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`{"feature_extractor": ..., "image_processor": ...}` built from a nested processor config, else None."""
         processor_dict = processor_dict or {}
         feature_extractor_dict = processor_dict.get("feature_extractor")
         image_processor_dict = processor_dict.get("image_processor")
-        if isinstance(feature_extractor_dict, dict) and isinstance(image_processor_dict, dict):
-            return [
-                MMSAFeatureExtractor.from_dict(dict(feature_extractor_dict)),
-                MMSAImageProcessor.from_dict(dict(image_processor_dict)),
-            ]
-        return super()._get_arguments_from_pretrained(pretrained_model_name_or_path, processor_dict, **kwargs)
+        if not (isinstance(feature_extractor_dict, dict) and isinstance(image_processor_dict, dict)):
+            return None
+        return {
+            "feature_extractor": MMSAFeatureExtractor.from_dict(dict(feature_extractor_dict)),
+            "image_processor": MMSAImageProcessor.from_dict(dict(image_processor_dict)),
+        }
+
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        """transformers < 5.25: the sub-processors, in `__init__` order."""
+        built = cls._subprocessors_from_dict(processor_dict)
+        if built is None:
+            return super()._get_arguments_from_pretrained(pretrained_model_name_or_path, processor_dict, **kwargs)
+        return [built["feature_extractor"], built["image_processor"]]
+
+    @classmethod
+    def _resolve_subprocessors(cls, pretrained_model_name_or_path, processor_dict, **kwargs):
+        """transformers >= 5.25: `processor_dict` with its sub-processors built (ones passed as kwargs win), and
+        the kwargs `from_dict` may use (hub arguments such as `cache_dir` or `revision` are dropped)."""
+        built = cls._subprocessors_from_dict(processor_dict)
+        if built is None:
+            return super()._resolve_subprocessors(pretrained_model_name_or_path, processor_dict, **kwargs)
+        for name in built:
+            if kwargs.get(name) is not None:
+                built[name] = kwargs.pop(name)
+        init_parameters = inspect.signature(cls.__init__).parameters
+        return {**processor_dict, **built}, {k: v for k, v in kwargs.items() if k in init_parameters}
 
     @property
     def model_input_names(self) -> list[str]:
