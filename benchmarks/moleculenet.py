@@ -6,7 +6,9 @@
 
 Protocol (the same for every row; nothing is chosen on test):
 
-* scaffold split of BBBP, BACE, ClinTox, SIDER, Tox21 (identical to ``../shared/data/splits``);
+* scaffold split of BBBP, BACE, ClinTox, SIDER, Tox21 (identical to ``../shared/data/splits``); or, with
+  ``--datasets esol freesolv lipophilicity``, the regression sets, scored by RMSE (lower is better) and averaged
+  over sets as RMSE / the training labels' standard deviation (one kind of task per results file);
 * GIN only (``downstream_modalities=["graph"]``, GraphMVP protocol), dropout 0.5, batch 32;
 * a fixed budget of ``--epochs`` epochs (no early stopping); Adam, head learning rate ``--head_lr``,
   backbone learning rate from the grid ``--backbone_lrs``; linear warmup over 5 % of the steps, then
@@ -40,6 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +60,48 @@ README_END = "<!-- moleculenet-table:end -->"
 TIMING_KEYS = ("timing",)
 #: CellSettings fields a row may set with --row_recipes (the rest of the protocol is shared by every row)
 RECIPE_FIELDS = ("frozen_backbone_epochs",)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a run's cells are scored: one metric per results file, from the datasets' task type.
+
+    ``value`` is a cell's score on one set as shown in the table; ``averaged`` is what the multi-set average is
+    taken over (for RMSE, divided by the training labels' standard deviation, so sets in different units weigh
+    alike)."""
+
+    key: str
+    name: str
+    scale: float
+    higher_is_better: bool
+
+    def value(self, cell: dict[str, Any], split: str) -> float:
+        return self.scale * cell[split][self.key]
+
+    def averaged(self, cell: dict[str, Any], split: str) -> float:
+        value = self.value(cell, split)
+        return value if self.higher_is_better else value / cell["train_label_std"]
+
+    def better(self, score: float) -> float:
+        """A sort key: larger is better."""
+        return score if self.higher_is_better else -score
+
+
+METRICS = {"classification": Metric("roc_auc", "ROC-AUC × 100", 100.0, True),
+           "regression": Metric("rmse", "RMSE", 1.0, False)}
+
+
+def metric_for(datasets: Sequence[str]) -> Metric:
+    """The metric of ``datasets``; mixing classification and regression sets exits naming them."""
+    from mmsa_hf.data.moleculenet import get_task
+
+    kinds = {d: get_task(d).task_type for d in datasets}
+    if len(set(kinds.values())) != 1:
+        raise SystemExit(f"--datasets {list(datasets)}: mixes task types {kinds}; run each kind in its own "
+                         "results file")
+    return METRICS[next(iter(kinds.values()))]
+
+
 _FEATURES: dict[str, dict[str, Any]] = {}  # per worker process: dataset -> loaded features
 
 
@@ -143,7 +188,13 @@ def protocol(args: argparse.Namespace) -> dict[str, Any]:
     sources = row_sources(args)
     recipes = {name: src["recipe"] for name, src in sources.items() if src["recipe"]}
     extra = {"row_recipes": recipes} if recipes else {}  # absent when no row has one (older results files)
-    return {**extra,
+    metric = metric_for(args.datasets)
+    if not metric.higher_is_better:  # classification files keep their protocol (and so their cells) unchanged
+        extra.update(headline_metric="test RMSE at the best-validation epoch",
+                     average="mean over sets of RMSE / standard deviation of the set's training labels",
+                     lr_selection="per (row, dataset): the backbone rate with the lowest mean over seeds of the "
+                                  "validation RMSE at the best-validation epoch")
+    return {
         "split": "scaffold", "downstream_modalities": ["graph"], "epochs": args.epochs,
         "batch_size": args.batch_size, "head_lr": args.head_lr, "dropout": args.dropout,
         "warmup_ratio": args.warmup_ratio, "schedule": "linear warmup, then cosine decay to 0",
@@ -153,7 +204,7 @@ def protocol(args: argparse.Namespace) -> dict[str, Any]:
         "headline_metric": "test ROC-AUC at the best-validation epoch",
         "lr_selection": "per (row, dataset): the backbone rate with the best mean over seeds of the validation "
                         "ROC-AUC at the best-validation epoch",
-    }
+    } | extra
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -260,6 +311,7 @@ def _features(work_dir: str, dataset: str) -> dict[str, Any]:
 
 def run_cell(job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Fine-tune one (row, dataset, seed, backbone rate) cell with the package's loop; returns (key, cell)."""
+    import numpy as np
     import torch
 
     from mmsa_hf.training import finetune as ft
@@ -274,11 +326,14 @@ def run_cell(job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                                backbone_learning_rate=job["lr"], warmup_ratio=job["warmup_ratio"],
                                max_grad_norm=job["max_grad_norm"], **job["recipe"])
     out = ft.finetune_cell(model, features["splits"], task["task_type"], settings, job["seed"])
-    return job["key"], _cell_record(job, out, time.time() - start, time.process_time() - cpu_start)
+    cell = _cell_record(job, out, time.time() - start, time.process_time() - cpu_start)
+    if task["task_type"] == "regression":
+        cell["train_label_std"] = float(np.nanstd(np.asarray(features["train_labels"], dtype=float)))
+    return job["key"], cell
 
 
 def _cell_record(job: dict[str, Any], out: dict[str, Any], wall_seconds: float, cpu_seconds: float) -> dict[str, Any]:
-    metric_key = "val_roc_auc"
+    metric_key = f"val_{metric_for([job['dataset']]).key}"
     return {
         "row": job["row"], "dataset": job["dataset"], "seed": job["seed"], "backbone_lr": job["lr"],
         "best_epoch": out["best_epoch"], "validation": out["validation"], "test": out["test"],
@@ -348,9 +403,9 @@ def execute(jobs: list[dict[str, Any]], results: dict[str, Any], path: Path, wor
         results["cells"][key] = cell
         write_json_atomic(path, results)
         done.append(key)
-        t = cell["timing"]
-        print(f"[{len(done)}/{len(jobs)}] {key}: test {cell['test']['roc_auc']:.4f} (best-val epoch "
-              f"{cell['best_epoch']}), last {cell['last_test']['roc_auc']:.4f}; {t['wall_seconds']:.0f} s, "
+        t, metric = cell["timing"], metric_for([cell["dataset"]]).key
+        print(f"[{len(done)}/{len(jobs)}] {key}: test {metric} {cell['test'][metric]:.4f} (best-val epoch "
+              f"{cell['best_epoch']}), last {cell['last_test'][metric]:.4f}; {t['wall_seconds']:.0f} s, "
               f"{t['train_molecules_per_s']:.0f} molecules/s", flush=True)
 
     if workers <= 1:
@@ -397,13 +452,15 @@ def _mean_std(values: list[float]) -> dict[str, Any]:
 
 
 def select_backbone_lr(cells: list[dict[str, Any]]) -> tuple[float | None, dict[str, float]]:
-    """The backbone rate with the best mean validation ROC-AUC (at the best-validation epoch) over the seeds
-    that every rate has; test metrics are never read. Returns (rate, mean validation per rate)."""
+    """The backbone rate with the best mean validation score (ROC-AUC, or RMSE for regression; at the
+    best-validation epoch) over the seeds that every rate has; test metrics are never read. Returns (rate, mean
+    validation per rate); a tie goes to the lower rate."""
+    if not cells:
+        return None, {}
+    metric = metric_for([cells[0]["dataset"]])
     by_lr: dict[float, dict[int, float]] = {}
     for cell in cells:
-        by_lr.setdefault(cell["backbone_lr"], {})[cell["seed"]] = cell["validation"]["roc_auc"]
-    if not by_lr:
-        return None, {}
+        by_lr.setdefault(cell["backbone_lr"], {})[cell["seed"]] = cell["validation"][metric.key]
     common = set.intersection(*(set(seeds) for seeds in by_lr.values()))
 
     def mean_validation(values: dict[int, float]) -> float:
@@ -412,7 +469,7 @@ def select_backbone_lr(cells: list[dict[str, Any]]) -> tuple[float | None, dict[
 
     means = {lr: mean_validation(values) for lr, values in by_lr.items()}
     valid = {lr: m for lr, m in means.items() if not math.isnan(m)}
-    best = max(valid, key=lambda lr: (valid[lr], -lr)) if valid else None
+    best = max(valid, key=lambda lr: (metric.better(valid[lr]), -lr)) if valid else None
     return best, {f"{lr:g}": m for lr, m in sorted(means.items())}
 
 
@@ -442,14 +499,15 @@ def summarise_row(results: dict[str, Any], row: str, datasets: list[str]) -> dic
     validation score (×100, over seeds), and the 5-set average per seed (seeds that have every dataset). The
     validation average is what a checkpoint may be chosen on; the test averages are only reported."""
     per_dataset, per_seed = {}, {"test": {}, "last_test": {}, "validation": {}}
+    score = metric_for(datasets)
     for dataset in datasets:
         chosen, info = _chosen_cells(results, row, dataset)
         entry = dict(info)
         for metric in per_seed:
-            values = {s: 100 * c[metric]["roc_auc"] for s, c in sorted(chosen.items())}
+            values = {s: score.value(c, metric) for s, c in sorted(chosen.items())}
             entry[metric] = {**_mean_std(list(values.values())), "per_seed": values}
-            for seed, value in values.items():
-                per_seed[metric].setdefault(seed, {})[dataset] = value
+            for seed, cell in sorted(chosen.items()):
+                per_seed[metric].setdefault(seed, {})[dataset] = score.averaged(cell, metric)
         entry["best_epochs"] = [c["best_epoch"] for _, c in sorted(chosen.items())]
         per_dataset[dataset] = entry
     average = {}
@@ -543,9 +601,13 @@ def _ms(entry: dict[str, Any]) -> str:
     return f"{entry['mean']:.2f} ± {entry['std']:.2f}" if entry.get("mean") is not None else "–"
 
 
+def _average_name(datasets: Sequence[str]) -> str:
+    return "average" if metric_for(datasets).higher_is_better else "average RMSE / train-label std"
+
+
 def _table(summary: dict[str, Any], metric: str) -> list[str]:
     datasets = summary["datasets"]
-    lines = ["| model | n | " + " | ".join(_name(d) for d in datasets) + " | average |",
+    lines = ["| model | n | " + " | ".join(_name(d) for d in datasets) + f" | {_average_name(datasets)} |",
              "|---" * (len(datasets) + 3) + "|"]
     for row in summary["rows"].values():
         cells = [_ms(row["datasets"][d][metric]) for d in datasets]
@@ -555,6 +617,8 @@ def _table(summary: dict[str, Any], metric: str) -> list[str]:
         lines.append(f"| {row['label']} | {'/'.join(map(str, n))} | " + " | ".join(cells) + f" | {avg_text} |")
     if metric == "test":
         for method, ref in summary["reference"].items():
+            if not ref["datasets"]:
+                continue
             cells = [f"{ref['datasets'][d]['mean']:.2f} ± {ref['datasets'][d]['std']:.2f}" if d in ref["datasets"]
                      else "–" for d in datasets]
             avg = f"**{ref['average']:.2f}**" if ref["average"] is not None else "–"
@@ -564,7 +628,8 @@ def _table(summary: dict[str, Any], metric: str) -> list[str]:
 
 
 def _difference_lines(summary: dict[str, Any]) -> list[str]:
-    lines = []
+    lines = [] if metric_for(summary["datasets"]).higher_is_better else ["Lower is better: a negative difference "
+                                                                          "favours the row.", ""]
     for row, diff in summary["paired_difference_vs_scratch"].items():
         control = diff["control"]
         for metric, label in (("test", "best-validation epoch (headline)"), ("last_test", "last epoch")):
@@ -579,27 +644,28 @@ def _difference_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _validation_lines(summary: dict[str, Any]) -> list[str]:
-    """The validation 5-set average per row: the score a checkpoint is chosen on (never the test table)."""
+    """The validation multi-set average per row: the score a checkpoint is chosen on (never the test table)."""
     entries = [f"{name} {_ms(row['average']['validation'])}" for name, row in summary["rows"].items()
                if row["average"]["validation"]["n"]]
     if not entries:
         return []
-    return ["Validation ROC-AUC × 100 at the best-validation epoch, 5-set average (the only score a checkpoint is "
-            "chosen on): " + "; ".join(entries) + ".", ""]
+    datasets = summary["datasets"]
+    return [f"Validation {metric_for(datasets).name} at the best-validation epoch, {len(datasets)}-set "
+            f"{_average_name(datasets)} (the only score a checkpoint is chosen on): " + "; ".join(entries) + ".", ""]
 
 
 def render_markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
     p = results["protocol"]
     lrs = {row: {d: f"{v['backbone_lr']:g}" if v["backbone_lr"] else "–" for d, v in r["datasets"].items()}
            for row, r in summary["rows"].items()}
-    speed = results.get("throughput", {})
+    speed, metric, n_sets = results.get("throughput", {}), metric_for(summary["datasets"]), len(summary["datasets"])
     text = [
-        "**Headline: test ROC-AUC × 100 at the best-validation epoch**, mean ± std (population) over seeds; "
+        f"**Headline: test {metric.name} at the best-validation epoch**, mean ± std (population) over seeds; "
         f"scaffold split; {p['epochs']} epochs, no early stopping; backbone rate chosen per dataset on validation.",
         "", *_table(summary, "test"), "",
-        "Test ROC-AUC × 100 at the last epoch (same cells):", "", *_table(summary, "last_test"), "",
-        "Paired difference of the 5-set average (same split, seed, data order and head initialisation; "
-        "Student-t interval over seeds):", "", *_difference_lines(summary), "",
+        f"Test {metric.name} at the last epoch (same cells):", "", *_table(summary, "last_test"), "",
+        f"Paired difference of the {n_sets}-set {_average_name(summary['datasets'])} (same split, seed, data order "
+        "and head initialisation; Student-t interval over seeds):", "", *_difference_lines(summary), "",
         *_validation_lines(summary),
         "Backbone learning rate chosen on validation: " + "; ".join(
             f"{row}: " + ", ".join(f"{d} {lr}" for d, lr in per.items()) for row, per in lrs.items()) + ".", "",
@@ -610,9 +676,10 @@ def render_markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
                  f"({speed['cell_molecules_per_cpu_s']:.0f} counting validation and test), "
                  f"{speed['train_molecules_per_s']:.0f} per wall-second on the shared machine; {speed['cells']} cells, "
                  f"{speed['cell_wall_seconds_total'] / 60:.1f} worker-minutes.", ""]
-    text.append(f"Generated by `python benchmarks/moleculenet.py` from `{results['results_file']}`; "
-                "chemprop and RF rows: `../shared/data/baselines` (3 seeds, same split). Earlier protocol: "
-                "`benchmarks/results/moleculenet_v1.md`.")
+    references = any(ref["datasets"] for ref in summary["reference"].values())
+    text.append(f"Generated by `python benchmarks/moleculenet.py` from `{results['results_file']}`"
+                + ("; chemprop and RF rows: `../shared/data/baselines` (3 seeds, same split). Earlier protocol: "
+                   "`benchmarks/results/moleculenet_v1.md`." if references else "."))
     return "\n".join(text) + "\n"
 
 
@@ -653,7 +720,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     write_json_atomic(path, results)
     table = render_markdown(results["summary"], results)
     out.with_suffix(".md").write_text(table)
-    if not args.no_readme:
+    if not args.no_readme and metric_for(args.datasets).higher_is_better:  # the README holds the classification table
         update_readme(table)
     print(table)
     return {"computed": computed, "results": results}

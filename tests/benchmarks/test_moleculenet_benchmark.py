@@ -143,3 +143,32 @@ def test_a_bad_row_recipe_exits_naming_it(setup, spec, message):
     with pytest.raises(SystemExit, match=message):
         bench.main(_argv(setup, "bad_recipe", "--workers", "1", "--extra_rows", f"lpft={setup / 'ckpt'}",
                          "--row_recipes", spec))
+
+
+def _regression_cell(lr: float, seed: int, val: float, test: float, dataset: str = "esol", std: float = 2.0) -> dict:
+    return {"row": "pretrained", "dataset": dataset, "seed": seed, "backbone_lr": lr, "best_epoch": 3,
+            "validation": {"rmse": val}, "test": {"rmse": test}, "last_test": {"rmse": test + 0.1},
+            "train_label_std": std}
+
+
+def test_a_regression_rate_is_chosen_by_the_lowest_validation_rmse_and_sets_average_in_label_std_units():
+    cells = [_regression_cell(1e-3, 0, 1.2, 0.5), _regression_cell(1e-4, 0, 0.9, 0.8),  # lower validation RMSE
+             _regression_cell(1e-3, 0, 3.0, 2.0, "freesolv", 4.0), _regression_cell(1e-4, 0, 2.0, 3.0, "freesolv", 4.0)]
+    assert bench.select_backbone_lr(cells[:2])[0] == 1e-4
+    row = bench.summarise_row({"cells": {str(i): c for i, c in enumerate(cells)}}, "pretrained", ["esol", "freesolv"])
+    assert row["datasets"]["esol"]["test"]["mean"] == pytest.approx(0.8)  # RMSE in the set's own units
+    assert row["average"]["test"]["per_seed"] == {0: pytest.approx((0.8 / 2.0 + 3.0 / 4.0) / 2)}
+    assert row["average"]["validation"]["per_seed"] == {0: pytest.approx((0.9 / 2.0 + 2.0 / 4.0) / 2)}
+
+
+def test_regression_sets_run_end_to_end_scored_by_rmse(setup):
+    run = bench.main(_argv(setup, "regression", "--workers", "1", "--seeds", "0", "--datasets", "esol", "freesolv"))
+    results = run["results"]
+    assert len(run["computed"]) == 2 * 2 * 2  # 2 rows x 2 sets x 2 rates
+    assert "RMSE" in results["protocol"]["headline_metric"]
+    cell = results["cells"][bench.cell_key("pretrained", "esol", 0, 1e-3)]
+    assert cell["test"]["rmse"] > 0 and cell["train_label_std"] > 0 and "val_rmse" in cell["curves"][0]
+    table = (setup / "regression.md").read_text()
+    assert "test RMSE" in table.splitlines()[0] and "Lower is better" in table and "(d) chemprop" not in table
+    with pytest.raises(SystemExit, match="mixes task types"):
+        bench.main(_argv(setup, "mixed", "--workers", "1", "--datasets", "bbbp", "esol"))
