@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 
-def model_card(model, processor, training_info: dict, benchmark: Path | None, repo_id: str) -> str:
+def model_card(model, processor, training_info: dict, benchmark: Path | None, repo_id: str,
+               started_from: str | None = None) -> str:
     from mmsa_hf.model_card import generate_model_card
 
     card = generate_model_card(model, processor, training_info=training_info, repo_id=repo_id)
@@ -27,7 +28,8 @@ def model_card(model, processor, training_info: dict, benchmark: Path | None, re
              "The modeling and processing code files are not copied into `checkpoints/` (the installed `mmsa_hf` "
              "package provides the classes); `mmsa push --model checkpoints/<name> --repo-id ORG/NAME` writes them, "
              "with `auto_map`, for `trust_remote_code` users of the Hub copy.", "",
-             "## Objective", "", objective_summary(model.config), *provenance(training_info.get("args", {})), "",
+             "## Objective", "", objective_summary(model.config),
+             *provenance(training_info.get("args", {}), started_from), "",
              "## Loss curves", "", "![pretraining loss curves](loss_curves.png)", ""]
     if benchmark is not None and benchmark.is_file():
         extra += ["## MoleculeNet benchmark (paired, pretrained vs the same architecture from scratch)", "",
@@ -60,14 +62,19 @@ def objective_summary(config) -> str:
             "section 2.8).")
 
 
-def provenance(args: dict) -> list[str]:
+def provenance(args: dict, started_from: str | None = None) -> list[str]:
     """For a continued run (``--init_from``): where it started, and the heads whose targets this run did not give
-    (their terms were 0 here; the weights are the starting checkpoint's)."""
+    (their terms were 0 here; the weights are the starting checkpoint's). ``started_from`` names the start as
+    users know it (a shipped checkpoint) when ``--init_from`` was a local copy of it."""
     if not args.get("init_from"):
+        if started_from:
+            raise SystemExit(f"--started_from {started_from!r}: the run did not start from a checkpoint (--init_from)")
         return []
     idle = [name for flag, name in (("descriptor_targets", "descriptor"), ("fingerprint_targets", "fingerprint"),
                                     ("assay_targets", "assay")) if not args.get(flag)]
-    return ["", f"This run continued `{args['init_from']}` (`--init_from`): the numbers above count this run only. "
+    start = f"`{started_from}` (from a local copy, `--init_from`)" if started_from else \
+        f"`{args['init_from']}` (`--init_from`)"
+    return ["", f"This run continued {start}: the numbers above count this run only. "
             f"Heads inherited from that checkpoint whose targets this run did not give ({', '.join(idle)}, where "
             "present) were not trained here, so their terms were 0 in this run."]
 
@@ -94,7 +101,8 @@ def _drop_auto_map(payload) -> None:
             _drop_auto_map(value)
 
 
-def ship(run: Path, output: Path, benchmark: Path | None, max_mb: float, repo_id: str) -> list[str]:
+def ship(run: Path, output: Path, benchmark: Path | None, max_mb: float, repo_id: str,
+         started_from: str | None = None) -> list[str]:
     from transformers import AutoProcessor
 
     from mmsa_hf import MMSAForPreTraining
@@ -107,7 +115,8 @@ def ship(run: Path, output: Path, benchmark: Path | None, max_mb: float, repo_id
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         staging = Path(tmp) / output.name
         files = save_for_hub(model, processor, staging, training_info=training_info,
-                             model_card=model_card(model, processor, training_info, benchmark, repo_id))
+                             model_card=model_card(model, processor, training_info, benchmark, repo_id,
+                                                    started_from))
         strip_remote_code(staging)
         for extra in (run / "loss_curves.png", final / "descriptor_normalizer.json"):
             if extra.is_file():
@@ -130,9 +139,12 @@ def main() -> None:
     parser.add_argument("--benchmark", type=Path, default=None, help="Markdown table to put in the model card")
     parser.add_argument("--repo_id", default="checkpoints/mmsa-small", help="name used in the usage snippet")
     parser.add_argument("--max_mb", type=float, default=25.0)
+    parser.add_argument("--started_from", default=None,
+                        help="for a continued run: the starting checkpoint's name for the card (e.g. "
+                             "checkpoints/mmsa-small-assay) when --init_from was a local copy of it")
     args = parser.parse_args()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    ship(args.run, args.output, args.benchmark, args.max_mb, args.repo_id)
+    ship(args.run, args.output, args.benchmark, args.max_mb, args.repo_id, args.started_from)
 
 
 if __name__ == "__main__":

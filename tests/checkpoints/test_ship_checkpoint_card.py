@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from mmsa_hf.modeling import MMSAConfig
 
 
@@ -32,3 +34,12 @@ def test_provenance_of_a_continued_run_names_the_start_and_the_idle_heads():
     assert provenance({"init_from": None}) == []
     text = " ".join(provenance({"init_from": "checkpoints/mmsa-small-graph", "assay_targets": True}))
     assert "continued `checkpoints/mmsa-small-graph`" in text and "(descriptor, fingerprint, where present)" in text
+
+
+def test_provenance_names_the_start_as_users_know_it_when_init_from_was_a_local_copy():
+    provenance = _ship_checkpoint_module().provenance
+    args = {"init_from": "/root/.cache/mmsa/runs/graph-assay-cont/final", "assay_targets": True}
+    text = " ".join(provenance(args, started_from="checkpoints/mmsa-small-assay"))
+    assert "continued `checkpoints/mmsa-small-assay` (from a local copy" in text and ".cache" not in text
+    with pytest.raises(SystemExit, match="did not start from a checkpoint"):
+        provenance({"init_from": None}, started_from="checkpoints/mmsa-small-assay")
