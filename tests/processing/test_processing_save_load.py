@@ -105,6 +105,15 @@ def test_from_pretrained_kwargs_override_processor_settings(custom_processor, tm
     assert MMSAProcessor.from_pretrained(tmp_path, on_error="skip").on_error == "skip"
 
 
+def test_a_sub_processor_passed_to_from_pretrained_replaces_the_saved_one(custom_processor, tmp_path):
+    from mmsa_hf.processing import MMSAImageProcessor, MMSAProcessor
+
+    custom_processor.save_pretrained(tmp_path)
+    loaded = MMSAProcessor.from_pretrained(tmp_path, image_processor=MMSAImageProcessor(image_size=48))
+    assert loaded.image_processor.image_size == 48
+    assert loaded.feature_extractor.to_dict() == custom_processor.feature_extractor.to_dict()  # the saved one
+
+
 def test_sub_processors_save_and_load_alone(custom_processor, tmp_path):
     from mmsa_hf.processing import MMSAFeatureExtractor, MMSAImageProcessor
 
