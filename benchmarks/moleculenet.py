@@ -74,6 +74,7 @@ class Metric:
     name: str
     scale: float
     higher_is_better: bool
+    decimals: int
 
     def value(self, cell: dict[str, Any], split: str) -> float:
         return self.scale * cell[split][self.key]
@@ -87,8 +88,8 @@ class Metric:
         return score if self.higher_is_better else -score
 
 
-METRICS = {"classification": Metric("roc_auc", "ROC-AUC × 100", 100.0, True),
-           "regression": Metric("rmse", "RMSE", 1.0, False)}
+METRICS = {"classification": Metric("roc_auc", "ROC-AUC × 100", 100.0, True, 2),
+           "regression": Metric("rmse", "RMSE", 1.0, False, 3)}
 
 
 def metric_for(datasets: Sequence[str]) -> Metric:
@@ -594,11 +595,14 @@ def estimate(args: argparse.Namespace, jobs: list[dict[str, Any]], rate: float |
 
 
 def _name(dataset: str) -> str:
-    return {"clintox": "ClinTox", "tox21": "Tox21"}.get(dataset, dataset.upper())
+    names = {"clintox": "ClinTox", "tox21": "Tox21", "freesolv": "FreeSolv", "lipophilicity": "Lipophilicity"}
+    return names.get(dataset, dataset.upper())
 
 
-def _ms(entry: dict[str, Any]) -> str:
-    return f"{entry['mean']:.2f} ± {entry['std']:.2f}" if entry.get("mean") is not None else "–"
+def _ms(entry: dict[str, Any], decimals: int = 2) -> str:
+    if entry.get("mean") is None:
+        return "–"
+    return f"{entry['mean']:.{decimals}f} ± {entry['std']:.{decimals}f}"
 
 
 def _average_name(datasets: Sequence[str]) -> str:
@@ -606,14 +610,14 @@ def _average_name(datasets: Sequence[str]) -> str:
 
 
 def _table(summary: dict[str, Any], metric: str) -> list[str]:
-    datasets = summary["datasets"]
+    datasets, decimals = summary["datasets"], metric_for(summary["datasets"]).decimals
     lines = ["| model | n | " + " | ".join(_name(d) for d in datasets) + f" | {_average_name(datasets)} |",
              "|---" * (len(datasets) + 3) + "|"]
     for row in summary["rows"].values():
-        cells = [_ms(row["datasets"][d][metric]) for d in datasets]
+        cells = [_ms(row["datasets"][d][metric], decimals) for d in datasets]
         n = sorted({row["datasets"][d][metric]["n"] for d in datasets})
         avg = row["average"][metric]
-        avg_text = f"**{_ms(avg)}**" if avg["n"] else "–"
+        avg_text = f"**{_ms(avg, decimals)}**" if avg["n"] else "–"
         lines.append(f"| {row['label']} | {'/'.join(map(str, n))} | " + " | ".join(cells) + f" | {avg_text} |")
     if metric == "test":
         for method, ref in summary["reference"].items():
@@ -628,28 +632,29 @@ def _table(summary: dict[str, Any], metric: str) -> list[str]:
 
 
 def _difference_lines(summary: dict[str, Any]) -> list[str]:
-    lines = [] if metric_for(summary["datasets"]).higher_is_better else ["Lower is better: a negative difference "
-                                                                          "favours the row.", ""]
+    score = metric_for(summary["datasets"])
+    lines = [] if score.higher_is_better else ["Lower is better: a negative difference favours the row.", ""]
+    p = score.decimals
     for row, diff in summary["paired_difference_vs_scratch"].items():
         control = diff["control"]
         for metric, label in (("test", "best-validation epoch (headline)"), ("last_test", "last epoch")):
             d = diff[metric]
             if d["n"] < 2:
-                lines.append(f"- {row} − {control}, {label}: {d['mean']:+.2f} over {d['n']} seed(s); no interval.")
+                lines.append(f"- {row} − {control}, {label}: {d['mean']:+.{p}f} over {d['n']} seed(s); no interval.")
                 continue
             verdict = "excludes 0" if d["excludes_zero"] else "includes 0: no difference shown"
-            lines.append(f"- {row} − {control}, {label}: **{d['mean']:+.2f}**, 95 % CI [{d['low']:+.2f}, "
-                         f"{d['high']:+.2f}] over {d['n']} paired seeds ({verdict}).")
+            lines.append(f"- {row} − {control}, {label}: **{d['mean']:+.{p}f}**, 95 % CI [{d['low']:+.{p}f}, "
+                         f"{d['high']:+.{p}f}] over {d['n']} paired seeds ({verdict}).")
     return lines
 
 
 def _validation_lines(summary: dict[str, Any]) -> list[str]:
     """The validation multi-set average per row: the score a checkpoint is chosen on (never the test table)."""
-    entries = [f"{name} {_ms(row['average']['validation'])}" for name, row in summary["rows"].items()
-               if row["average"]["validation"]["n"]]
+    datasets = summary["datasets"]
+    entries = [f"{name} {_ms(row['average']['validation'], metric_for(datasets).decimals)}"
+               for name, row in summary["rows"].items() if row["average"]["validation"]["n"]]
     if not entries:
         return []
-    datasets = summary["datasets"]
     return [f"Validation {metric_for(datasets).name} at the best-validation epoch, {len(datasets)}-set "
             f"{_average_name(datasets)} (the only score a checkpoint is chosen on): " + "; ".join(entries) + ".", ""]
 

@@ -170,5 +170,8 @@ def test_regression_sets_run_end_to_end_scored_by_rmse(setup):
     assert cell["test"]["rmse"] > 0 and cell["train_label_std"] > 0 and "val_rmse" in cell["curves"][0]
     table = (setup / "regression.md").read_text()
     assert "test RMSE" in table.splitlines()[0] and "Lower is better" in table and "(d) chemprop" not in table
+    assert "| ESOL | FreeSolv | average RMSE / train-label std |" in table
+    average = results["summary"]["rows"]["pretrained"]["average"]["test"]
+    assert f"**{average['mean']:.3f} ± {average['std']:.3f}**" in table  # RMSE to 3 decimals
     with pytest.raises(SystemExit, match="mixes task types"):
         bench.main(_argv(setup, "mixed", "--workers", "1", "--datasets", "bbbp", "esol"))
