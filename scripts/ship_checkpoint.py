@@ -2,11 +2,11 @@
 """Copy a finished pretraining run into the repository as a shipped checkpoint (``checkpoints/<name>/``).
 
     python scripts/ship_checkpoint.py --run ~/.cache/mmsa/runs/mmsa-small-32k --output checkpoints/mmsa-small \
-        --benchmark benchmarks/results/moleculenet_v2.md
+        --benchmark benchmarks/results/moleculenet_v2.md benchmarks/results/moleculenet_regression.md
 
 Writes safetensors weights, config, processor (without the remote-code copies, which ``mmsa push`` adds for the
 Hub), ``training_info.json``, the loss curves
-and a model card (the generated card plus the benchmark table and the loss-curve figure). Refuses to write more
+and a model card (the generated card plus the benchmark tables and the loss-curve figure). Refuses to write more
 than ``--max_mb`` (25 MB by default).
 """
 
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 
-def model_card(model, processor, training_info: dict, benchmark: Path | None, repo_id: str,
+def model_card(model, processor, training_info: dict, benchmarks: list[Path], repo_id: str,
                started_from: str | None = None) -> str:
     from mmsa_hf.model_card import generate_model_card
 
@@ -31,9 +31,10 @@ def model_card(model, processor, training_info: dict, benchmark: Path | None, re
              "## Objective", "", objective_summary(model.config),
              *provenance(training_info.get("args", {}), started_from), "",
              "## Loss curves", "", "![pretraining loss curves](loss_curves.png)", ""]
-    if benchmark is not None and benchmark.is_file():
-        extra += ["## MoleculeNet benchmark (paired, pretrained vs the same architecture from scratch)", "",
-                  benchmark.read_text().strip(), ""]
+    if benchmarks:
+        extra += ["## MoleculeNet benchmark (paired, pretrained vs the same architecture from scratch)", ""]
+        for table in benchmarks:  # each generated table opens with its headline metric and ends with its source
+            extra += [table.read_text().strip(), ""]
     return card.rstrip() + "\n" + "\n".join(extra)
 
 
@@ -101,7 +102,7 @@ def _drop_auto_map(payload) -> None:
             _drop_auto_map(value)
 
 
-def ship(run: Path, output: Path, benchmark: Path | None, max_mb: float, repo_id: str,
+def ship(run: Path, output: Path, benchmarks: list[Path], max_mb: float, repo_id: str,
          started_from: str | None = None) -> list[str]:
     from transformers import AutoProcessor
 
@@ -115,7 +116,7 @@ def ship(run: Path, output: Path, benchmark: Path | None, max_mb: float, repo_id
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         staging = Path(tmp) / output.name
         files = save_for_hub(model, processor, staging, training_info=training_info,
-                             model_card=model_card(model, processor, training_info, benchmark, repo_id,
+                             model_card=model_card(model, processor, training_info, benchmarks, repo_id,
                                                     started_from))
         strip_remote_code(staging)
         for extra in (run / "loss_curves.png", final / "descriptor_normalizer.json"):
@@ -136,13 +137,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="pretraining output_dir (holds final/)")
     parser.add_argument("--output", type=Path, default=Path("checkpoints/mmsa-small"))
-    parser.add_argument("--benchmark", type=Path, default=None, help="Markdown table to put in the model card")
+    parser.add_argument("--benchmark", type=Path, nargs="*", default=[],
+                        help="Markdown tables of benchmarks/moleculenet.py to put in the model card, in order")
     parser.add_argument("--repo_id", default="checkpoints/mmsa-small", help="name used in the usage snippet")
     parser.add_argument("--max_mb", type=float, default=25.0)
     parser.add_argument("--started_from", default=None,
                         help="for a continued run: the starting checkpoint's name for the card (e.g. "
                              "checkpoints/mmsa-small-assay) when --init_from was a local copy of it")
     args = parser.parse_args()
+    missing = [str(path) for path in args.benchmark if not path.is_file()]
+    if missing:
+        parser.error(f"--benchmark: no such file(s) {missing}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     ship(args.run, args.output, args.benchmark, args.max_mb, args.repo_id, args.started_from)
 

@@ -43,3 +43,17 @@ def test_provenance_names_the_start_as_users_know_it_when_init_from_was_a_local_
     assert "continued `checkpoints/mmsa-small-assay` (from a local copy" in text and ".cache" not in text
     with pytest.raises(SystemExit, match="did not start from a checkpoint"):
         provenance({"init_from": None}, started_from="checkpoints/mmsa-small-assay")
+
+
+def test_the_card_holds_every_benchmark_table_in_the_order_given(tmp_path):
+    from mmsa_hf.modeling import MMSAForPreTraining
+    from mmsa_hf.processing import MMSAProcessor
+
+    tables = []
+    for name, headline in (("classification", "test ROC-AUC × 100"), ("regression", "test RMSE")):
+        tables.append(tmp_path / f"{name}.md")
+        tables[-1].write_text(f"**Headline: {headline} at the best-validation epoch**\n\n| model | n |\n")
+    model = MMSAForPreTraining(MMSAConfig.from_preset("tiny"))
+    card = _ship_checkpoint_module().model_card(model, MMSAProcessor(), {"args": {}}, tables, "checkpoints/x")
+    assert card.index("test ROC-AUC × 100") < card.index("test RMSE")
+    assert card.count("## MoleculeNet benchmark") == 1
