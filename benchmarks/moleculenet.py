@@ -41,8 +41,8 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,8 +67,8 @@ class Metric:
     """How a run's cells are scored: one metric per results file, from the datasets' task type.
 
     ``value`` is a cell's score on one set as shown in the table; ``averaged`` is what the multi-set average is
-    taken over (for RMSE, divided by the training labels' standard deviation, so sets in different units weigh
-    alike)."""
+    taken over (for RMSE, divided by the standard deviation of the set's training labels, all tasks pooled, so
+    sets in different units weigh alike)."""
 
     key: str
     name: str
@@ -497,8 +497,9 @@ def store_row_labels(results: dict[str, Any], specs: Sequence[str]) -> None:
 
 def summarise_row(results: dict[str, Any], row: str, datasets: list[str]) -> dict[str, Any]:
     """Per dataset at the chosen rate: test at the best-validation epoch and at the last epoch, and the best
-    validation score (×100, over seeds), and the 5-set average per seed (seeds that have every dataset). The
-    validation average is what a checkpoint may be chosen on; the test averages are only reported."""
+    validation score (over seeds, in the metric's table units), and the multi-set average per seed (seeds that
+    have every dataset; :meth:`Metric.averaged`). The validation average is what a checkpoint may be chosen on;
+    the test averages are only reported."""
     per_dataset, per_seed = {}, {"test": {}, "last_test": {}, "validation": {}}
     score = metric_for(datasets)
     for dataset in datasets:
@@ -519,7 +520,7 @@ def summarise_row(results: dict[str, Any], row: str, datasets: list[str]) -> dic
 
 
 def paired_difference(rows: dict[str, Any], row: str, control: str = "scratch") -> dict[str, Any]:
-    """``row - control`` of the 5-set average over the seeds both have, with a 95 % t interval."""
+    """``row - control`` of the multi-set average over the seeds both have, with a 95 % t interval."""
     from mmsa_hf.training.metrics import paired_t_interval
 
     out = {}
