@@ -9,6 +9,9 @@ Protocol (the same for every row; nothing is chosen on test):
 * scaffold split of BBBP, BACE, ClinTox, SIDER, Tox21 (identical to ``../shared/data/splits``); or, with
   ``--datasets esol freesolv lipophilicity``, the regression sets, scored by RMSE (lower is better) and averaged
   over sets as RMSE / the training labels' standard deviation (one kind of task per results file);
+* with ``--cv_folds K``, a selection benchmark that never touches the reference test rows: the reference
+  train + valid rows are cut into K scaffold folds, and seed ``s`` validates on fold ``s``, is scored on fold
+  ``s + 1`` (mod K) and trains on the rest (:func:`mmsa_hf.data.cross_validation_split`);
 * GIN only (``downstream_modalities=["graph"]``, GraphMVP protocol), dropout 0.5, batch 32;
 * a fixed budget of ``--epochs`` epochs (no early stopping); Adam, head learning rate ``--head_lr``,
   backbone learning rate from the grid ``--backbone_lrs``; linear warmup over 5 % of the steps, then
@@ -118,6 +121,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="table label of a row, stored in the results JSON (default: '(c) NAME')")
     add("--datasets", nargs="+", default=DATASETS)
     add("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    add("--cv_folds", type=int, default=0,
+        help="K > 0: scaffold K-fold cross-validation inside the reference train + valid rows (the reference test "
+             "rows are never used); seed s validates on fold s and is scored on fold s + 1; seeds in 0..K-1")
     add("--backbone_lrs", type=float, nargs="+", default=[1e-3, 3e-4, 1e-4], help="backbone learning-rate grid")
     add("--head_lr", type=float, default=1e-3)
     add("--epochs", type=int, default=100)
@@ -138,6 +144,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--no_readme", action="store_true", help="do not update the README table")
     args = parser.parse_args(argv)
     args.rows = args.rows or [*HEADLINE_ROWS, *[spec.split("=", 1)[0] for spec in args.extra_rows]]
+    if args.cv_folds and (args.cv_folds < 3 or any(not 0 <= s < args.cv_folds for s in args.seeds)):
+        parser.error(f"--cv_folds {args.cv_folds} needs at least 3 folds and --seeds in 0..{args.cv_folds - 1} "
+                     f"(seed s validates on fold s); got --seeds {args.seeds}")
     return args
 
 
@@ -190,6 +199,9 @@ def protocol(args: argparse.Namespace) -> dict[str, Any]:
     recipes = {name: src["recipe"] for name, src in sources.items() if src["recipe"]}
     extra = {"row_recipes": recipes} if recipes else {}  # absent when no row has one (older results files)
     metric = metric_for(args.datasets)
+    if args.cv_folds:  # a different file from the reference-split results: its cells must never mix with theirs
+        extra["split"] = (f"scaffold {args.cv_folds}-fold cross-validation inside the reference train + valid rows "
+                          "(reference test rows unused): seed s validates on fold s, is scored on fold s + 1")
     if not metric.higher_is_better:  # classification files keep their protocol (and so their cells) unchanged
         extra.update(headline_metric="test RMSE at the best-validation epoch",
                      average="mean over sets of RMSE / standard deviation of the set's training labels",
@@ -251,8 +263,27 @@ def _base_processor(checkpoint: str):
     return AutoProcessor.from_pretrained(checkpoint)
 
 
-def features_path(work_dir: Path, dataset: str) -> Path:
-    return work_dir / "features" / f"{dataset}.pt"
+def features_path(work_dir: Path, dataset: str, fold: tuple[int, int] | None = None) -> Path:
+    """The pre-collated features of ``dataset`` on the reference split, or on cross-validation round
+    ``fold = (k, index)``."""
+    name = dataset if fold is None else f"{dataset}_cv{fold[0]}_fold{fold[1]}"
+    return work_dir / "features" / f"{name}.pt"
+
+
+def cell_fold(cv_folds: int, seed: int) -> tuple[int, int] | None:
+    """The cross-validation round a seed runs on (``None``: the reference split)."""
+    return (cv_folds, seed) if cv_folds else None
+
+
+def cross_validation_indices(dataset: str, k: int, fold: int) -> dict[str, list[int]]:
+    """Row indices of round ``fold``: scaffold folds of the reference train + valid rows (test rows unused)."""
+    from mmsa_hf.data import canonicalize_and_scaffold, cross_validation_split, load_moleculenet, scaffold_folds
+
+    reference = load_moleculenet(dataset, split="scaffold")
+    rows = reference.split_indices["train"] + reference.split_indices["valid"]
+    smiles = reference["train"]["smiles"][:] + reference["validation"]["smiles"][:]
+    folds = scaffold_folds(rows, canonicalize_and_scaffold(smiles)[1], k)
+    return cross_validation_split(folds, fold, excluded=reference.split_indices["excluded"])
 
 
 def prepare_features(args: argparse.Namespace, sources: dict[str, dict[str, str | None]]) -> dict[str, float]:
@@ -265,46 +296,50 @@ def prepare_features(args: argparse.Namespace, sources: dict[str, dict[str, str 
     processor = ft.processor_for_views(("graph",), base=_base_processor(sources["scratch"]["config"]))
     fingerprint = processor_fingerprint(processor)
     seconds = {}
+    folds = sorted({cell_fold(args.cv_folds, seed) for seed in args.seeds}, key=str)
     for dataset in args.datasets:
-        path = features_path(Path(args.work_dir), dataset)
-        stored = torch.load(path, weights_only=False) if path.exists() else None
-        if stored and stored["processor_fingerprint"] == fingerprint and \
-                stored["max_molecules_per_split"] == args.max_molecules_per_split:
-            continue
-        start = time.time()
-        torch.save(_featurize(args, dataset, processor, fingerprint), path.with_suffix(".tmp"))
-        os.replace(path.with_suffix(".tmp"), path)
-        seconds[dataset] = time.time() - start
-        print(f"featurized {dataset} in {seconds[dataset]:.0f} s", flush=True)
+        for fold in folds:
+            path = features_path(Path(args.work_dir), dataset, fold)
+            stored = torch.load(path, weights_only=False) if path.exists() else None
+            if stored and stored["processor_fingerprint"] == fingerprint and \
+                    stored["max_molecules_per_split"] == args.max_molecules_per_split:
+                continue
+            start = time.time()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(_featurize(args, dataset, processor, fingerprint, fold), path.with_suffix(".tmp"))
+            os.replace(path.with_suffix(".tmp"), path)
+            seconds[path.stem] = time.time() - start
+            print(f"featurized {path.stem} in {seconds[path.stem]:.0f} s", flush=True)
     return seconds
 
 
-def _featurize(args, dataset: str, processor, fingerprint: str) -> dict[str, Any]:
+def _featurize(args, dataset: str, processor, fingerprint: str, fold: tuple[int, int] | None) -> dict[str, Any]:
     from mmsa_hf.training import finetune as ft
 
-    dsd, task = ft.load_task(dataset, "scaffold", num_proc=max(1, args.workers))
+    split = "scaffold" if fold is None else cross_validation_indices(dataset, *fold)
+    dsd, task = ft.load_task(dataset, split, num_proc=max(1, args.workers))
     if args.max_molecules_per_split:
         for name in list(dsd):
             dsd[name] = dsd[name].select(range(min(args.max_molecules_per_split, len(dsd[name]))))
     featurized, reports = ft.featurize_splits(dsd, processor, num_proc=max(1, args.workers))
     splits = ft.batch_sources(featurized, processor, task["label_columns"], ("graph",))
-    Path(features_path(Path(args.work_dir), dataset)).parent.mkdir(parents=True, exist_ok=True)
     return {"task": task, "train_labels": ft.train_label_matrix(dsd["train"], task["label_columns"]),
             "splits": {name: s.state_dict() for name, s in splits.items()}, "reports": reports,
             "processor_fingerprint": fingerprint, "max_molecules_per_split": args.max_molecules_per_split}
 
 
-def _features(work_dir: str, dataset: str) -> dict[str, Any]:
-    """Load a dataset's pre-collated splits once per process."""
-    if dataset not in _FEATURES:
+def _features(work_dir: str, dataset: str, fold: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Load a dataset's pre-collated splits (of one cross-validation round) once per process."""
+    path = features_path(Path(work_dir), dataset, fold)
+    if str(path) not in _FEATURES:
         import torch
 
         from mmsa_hf.training.graph_batches import GraphTensorSet
 
-        stored = torch.load(features_path(Path(work_dir), dataset), weights_only=False)
+        stored = torch.load(path, weights_only=False)
         stored["splits"] = {k: GraphTensorSet.from_state_dict(v) for k, v in stored["splits"].items()}
-        _FEATURES[dataset] = stored
-    return _FEATURES[dataset]
+        _FEATURES[str(path)] = stored
+    return _FEATURES[str(path)]
 
 
 # ------------------------------------------------------------------------------------------------ cells
@@ -319,7 +354,7 @@ def run_cell(job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
     torch.set_num_threads(1)
     start, cpu_start = time.time(), time.process_time()
-    features = _features(job["work_dir"], job["dataset"])
+    features = _features(job["work_dir"], job["dataset"], cell_fold(job["cv_folds"], job["seed"]))
     task = features["task"]
     overrides = ft.task_overrides(task, features["train_labels"], job["dropout"], ["graph"])
     model = ft.build_model(job["pretrained"], job["config"], overrides, job["seed"])
@@ -355,7 +390,8 @@ def _job(args: argparse.Namespace, sources, row: str, dataset: str, seed: int, l
 
 def _by_size(args: argparse.Namespace) -> list[str]:
     """Largest training sets first (better load balance over the workers)."""
-    return sorted(args.datasets, key=lambda d: -len(_features(args.work_dir, d)["splits"]["train"]))
+    first = cell_fold(args.cv_folds, args.seeds[0])
+    return sorted(args.datasets, key=lambda d: -len(_features(args.work_dir, d, first)["splits"]["train"]))
 
 
 def grid_jobs(args: argparse.Namespace, results: dict[str, Any], sources) -> list[dict[str, Any]]:
@@ -385,7 +421,7 @@ def followup_jobs(args: argparse.Namespace, results: dict[str, Any], sources) ->
 
 def _job_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"epochs": args.epochs, "batch_size": args.batch_size, "head_lr": args.head_lr, "dropout": args.dropout,
-            "warmup_ratio": args.warmup_ratio, "max_grad_norm": args.max_grad_norm}
+            "warmup_ratio": args.warmup_ratio, "max_grad_norm": args.max_grad_norm, "cv_folds": args.cv_folds}
 
 
 def _init_worker() -> None:
@@ -547,8 +583,9 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     controls = {row: control_row(results["protocol"], row) for row in rows}
     differences = {row: {**paired_difference(rows, row, controls[row]), "control": controls[row]}
                    for row in rows if controls[row] not in (None, row) and controls[row] in rows}
+    reference = {} if args.cv_folds else _reference(args.datasets)  # the references ran on the reference split
     return {"datasets": list(args.datasets), "rows": rows, "paired_difference_vs_scratch": differences,
-            "reference": _reference(args.datasets)}
+            "reference": reference}
 
 
 def _reference(datasets: list[str]) -> dict[str, Any]:
@@ -584,7 +621,8 @@ def throughput(results: dict[str, Any]) -> dict[str, Any]:
 
 def estimate(args: argparse.Namespace, jobs: list[dict[str, Any]], rate: float | None) -> str:
     """Training molecule-passes of ``jobs`` and, given a measured whole-cell rate, the wall time on the workers."""
-    passes = sum(len(_features(args.work_dir, j["dataset"])["splits"]["train"]) * j["epochs"] for j in jobs)
+    first = cell_fold(args.cv_folds, args.seeds[0])
+    passes = sum(len(_features(args.work_dir, j["dataset"], first)["splits"]["train"]) * j["epochs"] for j in jobs)
     text = f"{len(jobs)} cells, {passes / 1e6:.2f} M training molecule-passes"
     if rate:
         text += f", about {passes / rate / max(1, args.workers) / 60:.0f} min on {args.workers} free core(s) " \
@@ -668,7 +706,7 @@ def render_markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
     text = [
         f"**Headline: test {metric.name} at the best-validation epoch**, mean ± std (population) over seeds; "
         f"scaffold split; {p['epochs']} epochs, no early stopping; backbone rate chosen per dataset on validation.",
-        "", *_table(summary, "test"), "",
+        *_cross_validation_note(p), "", *_table(summary, "test"), "",
         f"Test {metric.name} at the last epoch (same cells):", "", *_table(summary, "last_test"), "",
         f"Paired difference of the {n_sets}-set {_average_name(summary['datasets'])} (same split, seed, data order "
         "and head initialisation; Student-t interval over seeds):", "", *_difference_lines(summary), "",
@@ -687,6 +725,13 @@ def render_markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
                 + ("; chemprop and RF rows: `../shared/data/baselines` (3 seeds, same split). Earlier protocol: "
                    "`benchmarks/results/moleculenet_v1.md`." if references else "."))
     return "\n".join(text) + "\n"
+
+
+def _cross_validation_note(protocol_: dict[str, Any]) -> list[str]:
+    if "cross-validation" not in protocol_["split"]:
+        return []
+    return ["", f"**Split: {protocol_['split']}.** Here *test* is that next fold, never the reference test set; "
+            "a seed is a fold."]
 
 
 def update_readme(table: str) -> None:
@@ -726,7 +771,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     write_json_atomic(path, results)
     table = render_markdown(results["summary"], results)
     out.with_suffix(".md").write_text(table)
-    if not args.no_readme and metric_for(args.datasets).higher_is_better:  # the README holds the classification table
+    if not args.no_readme and metric_for(args.datasets).higher_is_better and not args.cv_folds:  # the headline table
         update_readme(table)
     print(table)
     return {"computed": computed, "results": results}

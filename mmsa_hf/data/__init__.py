@@ -37,7 +37,9 @@ from .splits import (
     balanced_scaffold_split,
     canonicalize_and_scaffold,
     canonicalize_smiles,
+    cross_validation_split,
     random_split,
+    scaffold_folds,
     scaffold_split,
     split_sha256,
 )
@@ -57,6 +59,8 @@ __all__ = [
     "load_split",
     "make_task",
     "scaffold_split",
+    "scaffold_folds",
+    "cross_validation_split",
     "balanced_scaffold_split",
     "random_split",
     "split_sha256",

@@ -39,6 +39,8 @@ __all__ = [
     "balanced_scaffold_split",
     "balanced_scaffold_split_from_scaffolds",
     "random_split",
+    "scaffold_folds",
+    "cross_validation_split",
     "split_sha256",
 ]
 
@@ -197,6 +199,39 @@ def random_split(
     n_train = int(f[0] * len(rows))
     n_valid = int(f[1] * len(rows))
     return _result(perm[:n_train], perm[n_train : n_train + n_valid], perm[n_train + n_valid :], excluded)
+
+
+def scaffold_folds(rows: Sequence[int], scaffolds: Sequence[str], k: int) -> list[list[int]]:
+    """``k`` disjoint folds of ``rows`` such that no scaffold is in two folds (deterministic, no seed).
+
+    Scaffold groups are placed largest first (among equal sizes, the group whose first row comes first), each
+    into the fold that holds the fewest rows so far (ties: the lowest fold index). ``scaffolds[i]`` is the
+    scaffold of ``rows[i]``. Returns ``k`` sorted row lists; a ``k`` above the number of scaffolds raises.
+    """
+    if len(rows) != len(scaffolds):
+        raise ValueError(f"scaffold_folds: {len(rows)} rows but {len(scaffolds)} scaffolds")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for row, scaffold in zip(rows, scaffolds):
+        groups[scaffold].append(int(row))
+    if k < 2 or k > len(groups):
+        raise ValueError(f"scaffold_folds: k={k} must be between 2 and the number of scaffolds ({len(groups)})")
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for group in sorted(groups.values(), key=lambda g: (-len(g), min(g))):
+        min(folds, key=len).extend(group)  # `min` returns the first (lowest-index) fold among equal sizes
+    return [sorted(fold) for fold in folds]
+
+
+def cross_validation_split(folds: Sequence[Sequence[int]], fold: int, excluded: Sequence[int] = ()) -> dict:
+    """The split of cross-validation round ``fold``: validation = ``folds[fold]``, test = the next fold
+    (``fold + 1`` mod ``k``), train = every other fold. Rows outside the folds are in no split."""
+    k = len(folds)
+    if k < 3:
+        raise ValueError(f"cross_validation_split: {k} folds leave nothing to train on; use at least 3")
+    if not 0 <= fold < k:
+        raise ValueError(f"cross_validation_split: fold {fold} is not in 0..{k - 1}")
+    test_fold = (fold + 1) % k
+    train = [row for i, rows in enumerate(folds) if i not in (fold, test_fold) for row in rows]
+    return _result(train, folds[fold], folds[test_fold], excluded)
 
 
 def split_sha256(split: dict) -> str:

@@ -175,3 +175,27 @@ def test_regression_sets_run_end_to_end_scored_by_rmse(setup):
     assert f"**{average['mean']:.3f} ± {average['std']:.3f}**" in table  # RMSE to 3 decimals
     with pytest.raises(SystemExit, match="mixes task types"):
         bench.main(_argv(setup, "mixed", "--workers", "1", "--datasets", "bbbp", "esol"))
+
+
+def test_cross_validation_rounds_use_only_the_reference_train_and_valid_rows(setup):
+    from mmsa_hf.data import load_moleculenet
+
+    reference = load_moleculenet("bbbp", split="scaffold").split_indices
+    rounds = [bench.cross_validation_indices("bbbp", 3, fold) for fold in range(3)]
+    allowed = set(reference["train"]) | set(reference["valid"])
+    assert sorted(r for split in rounds for r in split["valid"]) == sorted(allowed)  # each row validates once
+    for split in rounds:
+        assert not set(split["train"]) & set(split["valid"]) and not set(split["valid"]) & set(split["test"])
+        assert set(split["train"]) | set(split["valid"]) | set(split["test"]) == allowed  # no reference test row
+    assert rounds[0]["test"] == rounds[1]["valid"]  # seed s is scored on fold s + 1
+
+
+def test_a_cross_validation_run_is_its_own_protocol_with_a_feature_file_per_fold(setup):
+    run = bench.main(_argv(setup, "cv", "--workers", "1", "--backbone_lrs", "1e-3", "--cv_folds", "3",
+                           "--seeds", "0", "1", "2"))
+    results = run["results"]
+    assert len(run["computed"]) == 2 * 3 and "cross-validation" in results["protocol"]["split"]
+    assert all((setup / "work" / "features" / f"bbbp_cv3_fold{f}.pt").is_file() for f in range(3))
+    assert results["summary"]["reference"] == {} and "never the reference test set" in (setup / "cv.md").read_text()
+    with pytest.raises(SystemExit):  # seed 3 has no fold 3
+        bench.main(_argv(setup, "cv", "--workers", "1", "--cv_folds", "3", "--seeds", "0", "3"))

@@ -137,3 +137,35 @@ def test_load_moleculenet_balanced_and_random_are_seeded(hf_cache):
         assert a.split_indices["test"] != c.split_indices["test"]
         _check_partition(a.split_indices, 7831)
         assert a.split_indices["excluded"] == [1322, 2290, 2297, 3558, 4565, 4649, 5538, 6723]
+
+
+def test_scaffold_folds_partition_the_rows_without_splitting_a_scaffold():
+    from mmsa_hf.data import scaffold_folds
+
+    rows = list(range(100, 130))
+    scaffolds = [f"s{i % 7}" if i < 21 else f"single{i}" for i in range(30)]  # 7 groups of 3, 9 singletons
+    folds = scaffold_folds(rows, scaffolds, 3)
+    assert sorted(r for fold in folds for r in fold) == rows
+    fold_of = {r: i for i, fold in enumerate(folds) for r in fold}
+    for scaffold in set(scaffolds):
+        assert len({fold_of[r] for r, s in zip(rows, scaffolds) if s == scaffold}) == 1
+    assert [len(f) for f in folds] == [10, 10, 10]  # greedy placement into the emptiest fold balances them
+    assert scaffold_folds(rows, scaffolds, 3) == folds  # deterministic
+
+
+def test_cross_validation_split_validates_on_one_fold_tests_on_the_next_and_trains_on_the_rest():
+    from mmsa_hf.data import cross_validation_split
+
+    folds = [[0, 1], [2, 3], [4, 5], [6, 7]]
+    split = cross_validation_split(folds, 3, excluded=[9])
+    assert split == {"train": [2, 3, 4, 5], "valid": [6, 7], "test": [0, 1], "excluded": [9]}
+    for bad, message in (((folds, 4), "not in 0..3"), ((folds[:2], 0), "at least 3")):
+        with pytest.raises(ValueError, match=message):
+            cross_validation_split(*bad)
+
+
+def test_scaffold_folds_refuses_more_folds_than_scaffolds():
+    from mmsa_hf.data import scaffold_folds
+
+    with pytest.raises(ValueError, match="number of scaffolds"):
+        scaffold_folds([0, 1, 2], ["a", "a", "b"], 3)
