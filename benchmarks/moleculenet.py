@@ -275,15 +275,17 @@ def cell_fold(cv_folds: int, seed: int) -> tuple[int, int] | None:
     return (cv_folds, seed) if cv_folds else None
 
 
-def cross_validation_indices(dataset: str, k: int, fold: int) -> dict[str, list[int]]:
-    """Row indices of round ``fold``: scaffold folds of the reference train + valid rows (test rows unused)."""
-    from mmsa_hf.data import canonicalize_and_scaffold, cross_validation_split, load_moleculenet, scaffold_folds
+def cross_validation_splits(dataset: str, k: int) -> list[dict[str, list[int]]]:
+    """Row indices of the ``k`` rounds: scaffold folds of the reference train + valid rows (test rows unused).
+    The scaffolds come from the set's cached scaffold table (no RDKit work here)."""
+    from mmsa_hf.data import (cross_validation_split, load_moleculenet, moleculenet_scaffold_table,
+                              scaffold_folds)
 
-    reference = load_moleculenet(dataset, split="scaffold")
-    rows = reference.split_indices["train"] + reference.split_indices["valid"]
-    smiles = reference["train"]["smiles"][:] + reference["validation"]["smiles"][:]
-    folds = scaffold_folds(rows, canonicalize_and_scaffold(smiles)[1], k)
-    return cross_validation_split(folds, fold, excluded=reference.split_indices["excluded"])
+    reference = load_moleculenet(dataset, split="scaffold").split_indices
+    scaffolds = moleculenet_scaffold_table(dataset)["scaffold"][:]  # row-indexed
+    rows = reference["train"] + reference["valid"]
+    folds = scaffold_folds(rows, [scaffolds[row] for row in rows], k)
+    return [cross_validation_split(folds, fold, excluded=reference["excluded"]) for fold in range(k)]
 
 
 def prepare_features(args: argparse.Namespace, sources: dict[str, dict[str, str | None]]) -> dict[str, float]:
@@ -298,6 +300,7 @@ def prepare_features(args: argparse.Namespace, sources: dict[str, dict[str, str 
     seconds = {}
     folds = sorted({cell_fold(args.cv_folds, seed) for seed in args.seeds}, key=str)
     for dataset in args.datasets:
+        rounds = cross_validation_splits(dataset, args.cv_folds) if args.cv_folds else None  # once per dataset
         for fold in folds:
             path = features_path(Path(args.work_dir), dataset, fold)
             stored = torch.load(path, weights_only=False) if path.exists() else None
@@ -306,17 +309,17 @@ def prepare_features(args: argparse.Namespace, sources: dict[str, dict[str, str 
                 continue
             start = time.time()
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(_featurize(args, dataset, processor, fingerprint, fold), path.with_suffix(".tmp"))
+            split = "scaffold" if fold is None else rounds[fold[1]]
+            torch.save(_featurize(args, dataset, processor, fingerprint, split), path.with_suffix(".tmp"))
             os.replace(path.with_suffix(".tmp"), path)
             seconds[path.stem] = time.time() - start
             print(f"featurized {path.stem} in {seconds[path.stem]:.0f} s", flush=True)
     return seconds
 
 
-def _featurize(args, dataset: str, processor, fingerprint: str, fold: tuple[int, int] | None) -> dict[str, Any]:
+def _featurize(args, dataset: str, processor, fingerprint: str, split: str | dict) -> dict[str, Any]:
     from mmsa_hf.training import finetune as ft
 
-    split = "scaffold" if fold is None else cross_validation_indices(dataset, *fold)
     dsd, task = ft.load_task(dataset, split, num_proc=max(1, args.workers))
     if args.max_molecules_per_split:
         for name in list(dsd):
@@ -362,14 +365,16 @@ def run_cell(job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                                backbone_learning_rate=job["lr"], warmup_ratio=job["warmup_ratio"],
                                max_grad_norm=job["max_grad_norm"], **job["recipe"])
     out = ft.finetune_cell(model, features["splits"], task["task_type"], settings, job["seed"])
-    cell = _cell_record(job, out, time.time() - start, time.process_time() - cpu_start)
+    cell = _cell_record(job, out, time.time() - start, time.process_time() - cpu_start,
+                        METRICS[task["task_type"]].key)
     if task["task_type"] == "regression":
         cell["train_label_std"] = float(np.nanstd(np.asarray(features["train_labels"], dtype=float)))
     return job["key"], cell
 
 
-def _cell_record(job: dict[str, Any], out: dict[str, Any], wall_seconds: float, cpu_seconds: float) -> dict[str, Any]:
-    metric_key = f"val_{metric_for([job['dataset']]).key}"
+def _cell_record(job: dict[str, Any], out: dict[str, Any], wall_seconds: float, cpu_seconds: float,
+                 metric: str) -> dict[str, Any]:
+    metric_key = f"val_{metric}"
     return {
         "row": job["row"], "dataset": job["dataset"], "seed": job["seed"], "backbone_lr": job["lr"],
         "best_epoch": out["best_epoch"], "validation": out["validation"], "test": out["test"],

@@ -204,20 +204,21 @@ def random_split(
 def scaffold_folds(rows: Sequence[int], scaffolds: Sequence[str], k: int) -> list[list[int]]:
     """``k`` disjoint folds of ``rows`` such that no scaffold is in two folds (deterministic, no seed).
 
-    Scaffold groups are placed largest first (among equal sizes, the group whose first row comes first), each
-    into the fold that holds the fewest rows so far (ties: the lowest fold index). ``scaffolds[i]`` is the
-    scaffold of ``rows[i]``. Returns ``k`` sorted row lists; a ``k`` above the number of scaffolds raises.
+    Scaffold groups (:func:`group_by_scaffold`) are placed largest first (among equal sizes, the group that
+    appears first in ``rows``), each into the fold that holds the fewest rows so far (ties: the lowest fold
+    index). ``scaffolds[i]`` is the scaffold of ``rows[i]``; a ``None`` scaffold or a ``k`` above the number of
+    scaffolds raises. Returns ``k`` sorted row lists.
     """
     if len(rows) != len(scaffolds):
         raise ValueError(f"scaffold_folds: {len(rows)} rows but {len(scaffolds)} scaffolds")
-    groups: dict[str, list[int]] = defaultdict(list)
-    for row, scaffold in zip(rows, scaffolds):
-        groups[scaffold].append(int(row))
+    groups, rejected = group_by_scaffold(scaffolds)  # positions in `rows`
+    if rejected:
+        raise ValueError(f"scaffold_folds: rows {[rows[i] for i in rejected]} have no scaffold (RDKit rejects them)")
     if k < 2 or k > len(groups):
         raise ValueError(f"scaffold_folds: k={k} must be between 2 and the number of scaffolds ({len(groups)})")
     folds: list[list[int]] = [[] for _ in range(k)]
-    for group in sorted(groups.values(), key=lambda g: (-len(g), min(g))):
-        min(folds, key=len).extend(group)  # `min` returns the first (lowest-index) fold among equal sizes
+    for group in sorted(groups, key=lambda g: (-len(g), g[0])):
+        min(folds, key=len).extend(int(rows[i]) for i in group)  # `min`: the lowest-index fold among equal sizes
     return [sorted(fold) for fold in folds]
 
 

@@ -156,17 +156,9 @@ class MMSAProcessor(ProcessorMixin):
         }
 
     @classmethod
-    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
-        """transformers < 5.25: the sub-processors, in `__init__` order."""
-        built = cls._subprocessors_from_dict(processor_dict)
-        if built is None:
-            return super()._get_arguments_from_pretrained(pretrained_model_name_or_path, processor_dict, **kwargs)
-        return [built["feature_extractor"], built["image_processor"]]
-
-    @classmethod
     def _resolve_subprocessors(cls, pretrained_model_name_or_path, processor_dict, **kwargs):
-        """transformers >= 5.25: `processor_dict` with its sub-processors built (ones passed as kwargs win), and
-        the kwargs `from_dict` may use (hub arguments such as `cache_dir` or `revision` are dropped)."""
+        """`processor_dict` with its sub-processors built (ones passed as kwargs win), and the kwargs `from_dict`
+        may use (hub arguments such as `cache_dir` or `revision` are dropped). transformers >= 5.25 calls this."""
         built = cls._subprocessors_from_dict(processor_dict)
         if built is None:
             return super()._resolve_subprocessors(pretrained_model_name_or_path, processor_dict, **kwargs)

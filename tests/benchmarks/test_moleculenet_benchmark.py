@@ -181,7 +181,7 @@ def test_cross_validation_rounds_use_only_the_reference_train_and_valid_rows(set
     from mmsa_hf.data import load_moleculenet
 
     reference = load_moleculenet("bbbp", split="scaffold").split_indices
-    rounds = [bench.cross_validation_indices("bbbp", 3, fold) for fold in range(3)]
+    rounds = bench.cross_validation_splits("bbbp", 3)
     allowed = set(reference["train"]) | set(reference["valid"])
     assert sorted(r for split in rounds for r in split["valid"]) == sorted(allowed)  # each row validates once
     for split in rounds:
