@@ -421,9 +421,19 @@ def speed_table(preset: str, r: dict[str, Any]) -> list[str]:
                      f"{v.get('collate_cpu_median_ms', r['collate_cpu_median_ms'])} | "
                      f"{'channels_last' if v['channels_last'] else 'NCHW'} | "
                      f"{v['bf16']} |")
-    lines += ["", f"bf16 autocast gain on the whole step (new_fp32 / new): {r['bf16_gain_step_cpu']}x CPU time, "
-              f"{r['bf16_gain_step_wall']}x wall.", ""]
+    lines += ["", bf16_line(r), ""]
     return lines
+
+
+def bf16_line(r: dict[str, Any]) -> str:
+    """The bf16 gain, or, on a CPU without native bf16 (where ``new`` runs in fp32 like ``new_fp32``), the gap
+    between two identical configurations, which is the run's own noise."""
+    ratio = f"{r['bf16_gain_step_cpu']}x CPU time, {r['bf16_gain_step_wall']}x wall"
+    if r.get("bf16_autocast_in_new", True):
+        return f"bf16 autocast gain on the whole step (new_fp32 / new): {ratio}."
+    return ("No bf16 here (this CPU has neither AVX512-BF16 nor AMX, so `new` runs in fp32 and is the same "
+            f"configuration as `new_fp32`): new_fp32 / new = {ratio} is this run's noise between identical "
+            "configurations, not a bf16 effect.")
 
 
 def proxy_table(p: dict[str, Any]) -> list[str]:

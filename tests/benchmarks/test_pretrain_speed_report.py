@@ -1,0 +1,40 @@
+"""benchmarks/pretrain_speed.py's report: what the bf16 line claims depends on whether bf16 actually ran."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from benchmarks import pretrain_speed as speed  # noqa: E402
+
+EVENING = REPO / "benchmarks" / "results" / "pretrain_speed_rerun_2026-12-03_evening.json"
+NOON = REPO / "benchmarks" / "results" / "pretrain_speed_rerun_2026-12-03_noon.json"
+
+
+def _small(path: Path) -> dict:
+    return json.loads(path.read_text())["speed"]["small"]
+
+
+def test_bf16_line_reports_a_gain_when_new_ran_in_bf16():
+    result = _small(NOON)
+    assert result["bf16_autocast_in_new"] is True
+    line = speed.bf16_line(result)
+    assert line.startswith("bf16 autocast gain")
+    assert f"{result['bf16_gain_step_cpu']}x CPU time" in line
+
+
+def test_bf16_line_calls_the_gap_noise_when_the_cpu_has_no_bf16():
+    result = _small(EVENING)
+    assert result["bf16_autocast_in_new"] is False
+    line = speed.bf16_line(result)
+    assert "not a bf16 effect" in line and "gain" not in line
+    assert f"{result['bf16_gain_step_cpu']}x CPU time" in line
+
+
+def test_speed_table_uses_the_bf16_line():
+    result = _small(EVENING)
+    assert speed.bf16_line(result) in speed.speed_table("small", result)
