@@ -38,6 +38,7 @@ view only when the processor supports views), pre-collated into tensors and stor
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -348,8 +349,24 @@ def _features(work_dir: str, dataset: str, fold: tuple[int, int] | None = None) 
 # ------------------------------------------------------------------------------------------------ cells
 
 
+#: digest of this file as the process imported it; a spawned worker re-imports the file from disk, so a job
+#: carries its parent's digest and a worker that finds another version refuses it (see ``check_same_source``)
+SOURCE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def check_same_source(job: dict[str, Any]) -> None:
+    """Raise if this process runs another version of this file than the one that planned ``job`` (it was edited
+    on disk while a multi-worker run was going); the finished cells are already saved, so a rerun resumes."""
+    if job.get("source_digest", SOURCE_DIGEST) != SOURCE_DIGEST:
+        raise RuntimeError(
+            f"{Path(__file__).name} changed on disk after this run started, so this worker would run other code "
+            "than the process that planned its cell. The finished cells are saved in the results file: run the "
+            "same command again to resume with the new code (and do not edit the benchmark while it runs).")
+
+
 def run_cell(job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Fine-tune one (row, dataset, seed, backbone rate) cell with the package's loop; returns (key, cell)."""
+    check_same_source(job)
     import numpy as np
     import torch
 
@@ -390,7 +407,7 @@ def _cell_record(job: dict[str, Any], out: dict[str, Any], wall_seconds: float, 
 
 def _job(args: argparse.Namespace, sources, row: str, dataset: str, seed: int, lr: float) -> dict[str, Any]:
     return {"key": cell_key(row, dataset, seed, lr), "row": row, "dataset": dataset, "seed": seed, "lr": lr,
-            "work_dir": args.work_dir, **sources[row], **_job_settings(args)}
+            "work_dir": args.work_dir, "source_digest": SOURCE_DIGEST, **sources[row], **_job_settings(args)}
 
 
 def _by_size(args: argparse.Namespace) -> list[str]:

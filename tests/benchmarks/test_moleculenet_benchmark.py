@@ -199,3 +199,13 @@ def test_a_cross_validation_run_is_its_own_protocol_with_a_feature_file_per_fold
     assert results["summary"]["reference"] == {} and "never the reference test set" in (setup / "cv.md").read_text()
     with pytest.raises(SystemExit):  # seed 3 has no fold 3
         bench.main(_argv(setup, "cv", "--workers", "1", "--cv_folds", "3", "--seeds", "0", "3"))
+
+
+def test_a_worker_refuses_a_job_planned_by_another_version_of_the_benchmark():
+    # A spawned worker re-imports benchmarks/moleculenet.py from disk; if the file was edited while the run went,
+    # the job's digest (the planning process's file) differs and the worker stops with a message, not a KeyError.
+    job = {"key": "pretrained|bbbp|seed=0|backbone_lr=0.001", "source_digest": "0" * 64}
+    with pytest.raises(RuntimeError, match="changed on disk after this run started"):
+        bench.run_cell(job)
+    assert bench.SOURCE_DIGEST != "0" * 64
+    assert len(bench.SOURCE_DIGEST) == 64
