@@ -19,8 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.moleculenet import metric_for, summarise_row  # noqa: E402
-from mmsa_hf.training.metrics import paired_t_interval  # noqa: E402
+from benchmarks.moleculenet import metric_for, paired_difference, summarise_row  # noqa: E402
 
 SPLITS = {"test": "test, best-validation epoch", "last_test": "test, last epoch",
           "validation": "validation, best-validation epoch"}
@@ -33,13 +32,8 @@ def compare(results: dict[str, Any], row: str, control: str) -> dict[str, Any]:
         raise SystemExit(f"rows {missing} are not in this results file; it has {list(results['protocol']['rows'])}")
     datasets = sorted({c["dataset"] for c in results["cells"].values()})
     summaries = {name: summarise_row(results, name, datasets) for name in (row, control)}
-    differences = {}
-    for split in SPLITS:
-        a = summaries[row]["average"][split]["per_seed"]
-        b = summaries[control]["average"][split]["per_seed"]
-        seeds = sorted(set(a) & set(b))
-        if len(seeds) >= 2:
-            differences[split] = {**paired_t_interval([a[s] for s in seeds], [b[s] for s in seeds]), "seeds": seeds}
+    paired = paired_difference(summaries, row, control, splits=tuple(SPLITS))
+    differences = {split: d for split, d in paired.items() if len(d["seeds"]) >= 2}
     return {"datasets": datasets, "rows": summaries, "differences": differences}
 
 

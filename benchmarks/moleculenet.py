@@ -577,12 +577,13 @@ def summarise_row(results: dict[str, Any], row: str, datasets: list[str]) -> dic
     return {"label": row_label(results, row), "datasets": per_dataset, "average": average}
 
 
-def paired_difference(rows: dict[str, Any], row: str, control: str = "scratch") -> dict[str, Any]:
-    """``row - control`` of the multi-set average over the seeds both have, with a 95 % t interval."""
+def paired_difference(rows: dict[str, Any], row: str, control: str = "scratch",
+                      splits: Sequence[str] = ("test", "last_test")) -> dict[str, Any]:
+    """``row - control`` of the multi-set average per split over the seeds both have, with a 95 % t interval."""
     from mmsa_hf.training.metrics import paired_t_interval
 
     out = {}
-    for metric in ("test", "last_test"):
+    for metric in splits:
         a, b = rows[row]["average"][metric]["per_seed"], rows[control]["average"][metric]["per_seed"]
         seeds = sorted(set(a) & set(b))
         out[metric] = {**paired_t_interval([a[s] for s in seeds], [b[s] for s in seeds]), "seeds": seeds}
