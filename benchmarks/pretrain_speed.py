@@ -22,7 +22,8 @@ retrieval among the 256 (projected view embeddings, cosine) says whether the vie
     python benchmarks/pretrain_speed.py --presets small --new_image_size 96 --results_name pretrain_speed_image96
 
 ``--new_image_size`` depicts the same molecules at another size for the two new variants (today's keeps 128 px),
-so a smaller depiction is timed and proxied against today's in the same run.
+so a smaller depiction is timed and proxied against today's in the same run; ``--new_overrides`` does the same for
+config fields (``--new_overrides '{"geometry_shared_filter_network": true}'``).
 
 writes ``benchmarks/results/pretrain_speed.json`` and ``pretrain_speed.md`` (a section not re-run is kept).
 """
@@ -83,19 +84,28 @@ def load_molecules(num_train: int, num_held_out: int, preset: str = "small", see
 # ------------------------------------------------------------------------------------------------ variants
 
 
-def variant_specs(preset: str, bf16: bool, new_image_size: int | None = None) -> list[dict[str, Any]]:
+def variant_specs(preset: str, bf16: bool, new_image_size: int | None = None,
+                  new_overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """``today`` / ``new_fp32`` / ``new`` (see the module docstring); ``new_image_size`` (default: the preset's
-    depiction size now) is the image size of the two new variants."""
+    depiction size now) is the image size of the two new variants, and ``new_overrides`` (config fields, default
+    none) are applied to the two new variants only, so a candidate preset change is timed against today's."""
     from mmsa_hf.training.common import PRESET_IMAGE_SIZE
 
     new_size = new_image_size or PRESET_IMAGE_SIZE[preset]
+    new = dict(new_overrides or {})
     return [
         {"name": "today", "overrides": dict(TODAY[preset]), "bf16": False, "channels_last": False, "fused": False,
          "image_size": TODAY_IMAGE_SIZE[preset]},
-        {"name": "new_fp32", "overrides": {}, "bf16": False, "channels_last": True, "fused": True,
+        {"name": "new_fp32", "overrides": dict(new), "bf16": False, "channels_last": True, "fused": True,
          "image_size": new_size},
-        {"name": "new", "overrides": {}, "bf16": bf16, "channels_last": True, "fused": True, "image_size": new_size},
+        {"name": "new", "overrides": dict(new), "bf16": bf16, "channels_last": True, "fused": True,
+         "image_size": new_size},
     ]
+
+
+def small_variant_specs(args: argparse.Namespace, bf16: bool) -> list[dict[str, Any]]:
+    """``variant_specs("small", ...)`` with the command line's ``--new_image_size`` and ``--new_overrides``."""
+    return variant_specs("small", bf16, args.new_image_size, args.new_overrides)
 
 
 def build_variant(preset: str, spec: dict[str, Any], seed: int = 0, lr: float = 1e-3) -> dict[str, Any]:
@@ -207,7 +217,7 @@ def speed_preset(preset: str, samples: dict[int, tuple], args) -> dict[str, Any]
 
     batch_size = args.batch_size if preset == "small" else args.base_batch_size
     bf16 = cpu_bf16_ok()
-    specs = variant_specs(preset, bf16, args.new_image_size if preset == "small" else None)
+    specs = small_variant_specs(args, bf16) if preset == "small" else variant_specs(preset, bf16)
     variants = [build_variant(preset, spec) for spec in specs]
     collators = {size: MMSACollator(processor) for size, (processor, _, _) in samples.items()}
     collate_s = {size: [] for size in samples}
@@ -327,11 +337,12 @@ def retrieval(query: torch.Tensor, keys: torch.Tensor) -> dict[str, float]:
 def run_proxy(samples: dict[int, tuple], args) -> dict[str, Any]:
     """``today`` vs ``new`` (small preset): same steps, same molecules, same order; retrieval on held-out.
     ``samples``: image size -> (processor, train rows, held-out rows) of the same molecules."""
-    specs = [s for s in variant_specs("small", cpu_bf16_ok(), args.new_image_size) if s["name"] != "new_fp32"]
+    specs = [s for s in small_variant_specs(args, cpu_bf16_ok()) if s["name"] != "new_fp32"]
     _, train, held_out = samples[specs[0]["image_size"]]
     out = {"preset": "small", "steps": args.proxy_steps, "batch_size": args.batch_size, "train_molecules": len(train),
            "held_out_molecules": len(held_out), "seeds": args.proxy_seeds, "runs": {},
-           "image_sizes": {spec["name"]: spec["image_size"] for spec in specs}}
+           "image_sizes": {spec["name"]: spec["image_size"] for spec in specs},
+           "new_overrides": args.new_overrides or {}}
     for spec in specs:
         processor, train, held_out = samples[spec["image_size"]]
         for seed in args.proxy_seeds:
@@ -357,7 +368,7 @@ def with_means(proxy: dict[str, Any]) -> dict[str, Any]:
 
 def merge_proxy(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     """Add the seeds of ``new`` to ``old`` when both ran the same protocol (steps, batch, molecules); else ``new``."""
-    keys = ("steps", "batch_size", "train_molecules", "held_out_molecules", "image_sizes")
+    keys = ("steps", "batch_size", "train_molecules", "held_out_molecules", "image_sizes", "new_overrides")
     if not old or any(old.get(k) != new[k] for k in keys):
         return new
     kept = [s for s in old["seeds"] if s not in new["seeds"]]
@@ -503,7 +514,8 @@ def speed_molecules(preset: str, args: argparse.Namespace) -> dict[int, tuple]:
     """Image size -> (processor, train rows, held-out rows), one entry per depiction size the variants use.
     ``small``: the proxy's sample (one featurisation serves both); other presets featurise only the molecules
     their rounds need."""
-    sizes = {spec["image_size"] for spec in variant_specs(preset, False, args.new_image_size if preset == "small" else None)}
+    specs = small_variant_specs(args, False) if preset == "small" else variant_specs(preset, False)
+    sizes = {spec["image_size"] for spec in specs}
     if preset == "small":
         return {size: load_molecules(args.train_molecules, args.held_out, preset, image_size=size) for size in sizes}
     needed = (1 + args.rounds * args.base_steps_per_round) * args.base_batch_size
@@ -525,6 +537,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS or all)")
     parser.add_argument("--new_image_size", type=int, default=None,
                         help="small: depiction size of the new variants (default: the preset's; today's stays 128)")
+    parser.add_argument("--new_overrides", type=json.loads, default=None, metavar="JSON",
+                        help='small: config fields for the new variants only, e.g. '
+                             '\'{"geometry_shared_filter_network": true}\' (default: the preset as it is)')
     parser.add_argument("--results_name", default="pretrain_speed",
                         help="results file stem under benchmarks/results (another name keeps an experiment apart)")
     return parser.parse_args(argv)

@@ -38,3 +38,15 @@ def test_bf16_line_calls_the_gap_noise_when_the_cpu_has_no_bf16():
 def test_speed_table_uses_the_bf16_line():
     result = _small(EVENING)
     assert speed.bf16_line(result) in speed.speed_table("small", result)
+
+
+def test_new_overrides_change_the_new_variants_only():
+    args = speed.parse_args(["--new_overrides", '{"geometry_shared_filter_network": true}', "--new_image_size", "96"])
+    specs = {spec["name"]: spec for spec in speed.small_variant_specs(args, bf16=False)}
+    assert specs["today"]["overrides"] == speed.TODAY["small"]
+    assert specs["today"]["image_size"] == speed.TODAY_IMAGE_SIZE["small"]
+    for name in ("new_fp32", "new"):
+        assert specs[name]["overrides"] == {"geometry_shared_filter_network": True}
+        assert specs[name]["image_size"] == 96
+    specs["new"]["overrides"]["geometry_cutoff"] = 3.0  # each variant owns its dict
+    assert "geometry_cutoff" not in specs["new_fp32"]["overrides"]
