@@ -606,6 +606,10 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     controls = {row: control_row(results["protocol"], row) for row in rows}
     differences = {row: {**paired_difference(rows, row, controls[row]), "control": controls[row]}
                    for row in rows if controls[row] not in (None, row) and controls[row] in rows}
+    if not differences and len(rows) > 1:  # no random-init row (a selection run): each row against the first
+        first = next(iter(rows))
+        differences = {row: {**paired_difference(rows, row, first), "control": first, "control_is_random_init": False}
+                       for row in rows if row != first}
     reference = {} if args.cv_folds else _reference(args.datasets)  # the references ran on the reference split
     return {"datasets": list(args.datasets), "rows": rows, "paired_difference_vs_scratch": differences,
             "reference": reference}
@@ -697,7 +701,10 @@ def _difference_lines(summary: dict[str, Any]) -> list[str]:
     score = metric_for(summary["datasets"])
     lines = [] if score.higher_is_better else ["Lower is better: a negative difference favours the row.", ""]
     p = score.decimals
-    for row, diff in summary["paired_difference_vs_scratch"].items():
+    differences = summary["paired_difference_vs_scratch"]
+    if any(diff.get("control_is_random_init") is False for diff in differences.values()):
+        lines += ["No random-init row in this file: each row is paired against the first row.", ""]
+    for row, diff in differences.items():
         control = diff["control"]
         for metric, label in (("test", "best-validation epoch (headline)"), ("last_test", "last epoch")):
             d = diff[metric]

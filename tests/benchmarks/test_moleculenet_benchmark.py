@@ -209,3 +209,19 @@ def test_a_worker_refuses_a_job_planned_by_another_version_of_the_benchmark():
         bench.run_cell(job)
     assert bench.SOURCE_DIGEST != "0" * 64
     assert len(bench.SOURCE_DIGEST) == 64
+
+
+def test_a_file_without_a_random_init_row_pairs_every_row_against_the_first():
+    # The committed 5-fold selection run compares two pretrained checkpoints and has no scratch row.
+    results = json.loads((REPO / "benchmarks" / "results" / "selection_cv5.json").read_text())
+    args = bench.parse_args(["--pretrained_model", "unused", "--cv_folds", "5", "--results", "unused"])
+    summary = bench.summarise(results, args)
+    diff = summary["paired_difference_vs_scratch"]["assaycont3"]
+    assert diff["control"] == "pretrained" and diff["control_is_random_init"] is False
+    a = summary["rows"]["assaycont3"]["average"]["test"]["per_seed"]
+    b = summary["rows"]["pretrained"]["average"]["test"]["per_seed"]
+    assert diff["test"]["n"] == 5
+    assert math.isclose(diff["test"]["mean"], sum(a[s] - b[s] for s in a) / 5, rel_tol=1e-9)
+    lines = bench._difference_lines(summary)
+    assert "each row is paired against the first row" in lines[0]
+    assert any(line.startswith("- assaycont3 − pretrained, best-validation epoch") for line in lines)
