@@ -464,13 +464,35 @@ def proxy_table(p: dict[str, Any]) -> list[str]:
         lines.append(f"| **{name} mean** | | | | | {m['graph_to_image']['top1']} | {m['graph_to_image']['top5']} | "
                      f"{m['graph_to_image']['mrr']} | {m['graph_to_geometry']['top1']} | "
                      f"{m['graph_to_geometry']['top5']} | {m['graph_to_geometry']['mrr']} |")
-    return lines + ["", "Both variants train with the same objective (the code of the working tree when measured), the "
+    if p.get("new_overrides"):
+        lines += ["", f"`new` also sets {json.dumps(p['new_overrides'])} (`--new_overrides`)."]
+    return lines + ["", *proxy_score_lines(p), "Both variants train with the same objective (the code of the working tree when measured), the "
                     "same initial seed and the same molecules in the same order; they differ only in the 3D settings, the "
                     "image memory format, bf16 autocast (`new`) and, where the header says so, the depiction size. Retrieval: projected view embeddings of the "
                     "eval-mode model "
                     "in fp32, cosine similarity, molecule i's graph embedding must rank its own image / 3D embedding "
                     "first among the 256. `train mol/s` is each run's own wall clock (the runs are sequential, not alternated, so "
                     "the machine's load differed).", ""]
+
+
+def proxy_scores(p: dict[str, Any]) -> dict[str, list[float]]:
+    """Per variant, per seed: the mean of the graph->image and graph->3D MRR (``speed_selection.md``'s score)."""
+    return {name: [(r["graph_to_image"]["mrr"] + r["graph_to_geometry"]["mrr"]) / 2 for r in runs]
+            for name, runs in p["runs"].items()}
+
+
+def proxy_score_lines(p: dict[str, Any]) -> list[str]:
+    """The quality score of each variant and the paired difference ``new - today`` over the seeds."""
+    from mmsa_hf.training.metrics import paired_t_interval
+
+    scores = proxy_scores(p)
+    if set(scores) != {"today", "new"} or len(scores["new"]) != len(scores["today"]):
+        return []
+    d = paired_t_interval(scores["new"], scores["today"])
+    interval = f"[{d['low']:+.4f}, {d['high']:+.4f}]" if d["n"] >= 2 else "(no interval: one seed)"
+    return [f"Quality score (mean of graph->image and graph->3D MRR), mean over seeds: today "
+            f"{statistics.fmean(scores['today']):.4f}, new {statistics.fmean(scores['new']):.4f}; paired difference "
+            f"new − today **{d['mean']:+.4f}** {interval} over {d['n']} seeds.", ""]
 
 
 def to_markdown(results: dict[str, Any]) -> str:

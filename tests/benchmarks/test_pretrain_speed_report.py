@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
@@ -50,3 +52,17 @@ def test_new_overrides_change_the_new_variants_only():
         assert specs[name]["image_size"] == 96
     specs["new"]["overrides"]["geometry_cutoff"] = 3.0  # each variant owns its dict
     assert "geometry_cutoff" not in specs["new_fp32"]["overrides"]
+
+
+def _proxy_run(image_mrr: float, geometry_mrr: float) -> dict:
+    return {"graph_to_image": {"mrr": image_mrr}, "graph_to_geometry": {"mrr": geometry_mrr}}
+
+
+def test_proxy_score_is_the_mean_mrr_and_the_difference_is_paired_by_seed():
+    proxy = {"runs": {"today": [_proxy_run(0.4, 0.2), _proxy_run(0.2, 0.2), _proxy_run(0.3, 0.1)],
+                      "new": [_proxy_run(0.3, 0.1), _proxy_run(0.2, 0.1), _proxy_run(0.2, 0.1)]}}
+    scores = speed.proxy_scores(proxy)
+    assert scores["today"] == pytest.approx([0.3, 0.2, 0.2]) and scores["new"] == pytest.approx([0.2, 0.15, 0.15])
+    line = speed.proxy_score_lines(proxy)[0]
+    assert "today 0.2333, new 0.1667" in line and "**-0.0667**" in line and "over 3 seeds" in line
+    assert speed.proxy_score_lines({"runs": {"today": [_proxy_run(0.4, 0.2)]}}) == []  # nothing to pair
