@@ -369,6 +369,8 @@ def with_means(proxy: dict[str, Any]) -> dict[str, Any]:
 def merge_proxy(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     """Add the seeds of ``new`` to ``old`` when both ran the same protocol (steps, batch, molecules); else ``new``."""
     keys = ("steps", "batch_size", "train_molecules", "held_out_molecules", "image_sizes", "new_overrides")
+    if old is not None:
+        old.setdefault("new_overrides", {})  # files written before --new_overrides existed ran with none
     if not old or any(old.get(k) != new[k] for k in keys):
         return new
     kept = [s for s in old["seeds"] if s not in new["seeds"]]

@@ -55,7 +55,8 @@ def test_new_overrides_change_the_new_variants_only():
 
 
 def _proxy_run(image_mrr: float, geometry_mrr: float) -> dict:
-    return {"graph_to_image": {"mrr": image_mrr}, "graph_to_geometry": {"mrr": geometry_mrr}}
+    return {"graph_to_image": {"top1": 0.0, "top5": 0.0, "mrr": image_mrr},
+            "graph_to_geometry": {"top1": 0.0, "top5": 0.0, "mrr": geometry_mrr}}
 
 
 def test_proxy_score_is_the_mean_mrr_and_the_difference_is_paired_by_seed():
@@ -66,3 +67,20 @@ def test_proxy_score_is_the_mean_mrr_and_the_difference_is_paired_by_seed():
     line = speed.proxy_score_lines(proxy)[0]
     assert "today 0.2333, new 0.1667" in line and "**-0.0667**" in line and "over 3 seeds" in line
     assert speed.proxy_score_lines({"runs": {"today": [_proxy_run(0.4, 0.2)]}}) == []  # nothing to pair
+
+
+def _proxy(seeds, overrides=None, keep_key=True):
+    proxy = {"steps": 300, "batch_size": 64, "train_molecules": 4000, "held_out_molecules": 256,
+             "image_sizes": {"today": 128, "new": 128}, "seeds": list(seeds),
+             "runs": {"today": [_proxy_run(0.3, 0.3) for _ in seeds], "new": [_proxy_run(0.2, 0.2) for _ in seeds]}}
+    if keep_key:
+        proxy["new_overrides"] = overrides or {}
+    return proxy
+
+
+def test_merge_proxy_adds_seeds_of_the_same_protocol_only():
+    old_file = _proxy([0], keep_key=False)  # written before --new_overrides existed: it ran with none
+    merged = speed.merge_proxy(old_file, _proxy([1]))
+    assert merged["seeds"] == [0, 1] and len(merged["runs"]["new"]) == 2
+    other = speed.merge_proxy(_proxy([0]), _proxy([1], {"geometry_shared_filter_network": True}))
+    assert other["seeds"] == [1]  # another candidate: not mixed with the old seeds
