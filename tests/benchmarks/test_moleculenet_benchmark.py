@@ -212,8 +212,10 @@ def test_a_worker_refuses_a_job_planned_by_another_version_of_the_benchmark():
 
 
 def test_a_file_without_a_random_init_row_pairs_every_row_against_the_first():
-    # The committed 5-fold selection run compares two pretrained checkpoints and has no scratch row.
+    # The committed 5-fold selection run, less its scratch row: two pretrained checkpoints, as the decision ran.
     results = json.loads((REPO / "benchmarks" / "results" / "selection_cv5.json").read_text())
+    results["cells"] = {k: c for k, c in results["cells"].items() if c["row"] != "scratch"}
+    assert {c["row"] for c in results["cells"].values()} == {"pretrained", "assaycont3"}
     args = bench.parse_args(["--pretrained_model", "unused", "--cv_folds", "5", "--results", "unused"])
     summary = bench.summarise(results, args)
     diff = summary["paired_difference_vs_scratch"]["assaycont3"]
@@ -225,3 +227,6 @@ def test_a_file_without_a_random_init_row_pairs_every_row_against_the_first():
     lines = bench._difference_lines(summary)
     assert "each row is paired against the first row" in lines[0]
     assert any(line.startswith("- assaycont3 − pretrained, best-validation epoch") for line in lines)
+    full = json.loads((REPO / "benchmarks" / "results" / "selection_cv5.json").read_text())
+    with_scratch = bench.summarise(full, args)["paired_difference_vs_scratch"]
+    assert with_scratch["assaycont3"]["control"] == "scratch" and "control_is_random_init" not in with_scratch["assaycont3"]
