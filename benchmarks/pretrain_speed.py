@@ -103,8 +103,11 @@ def variant_specs(preset: str, bf16: bool, new_image_size: int | None = None,
     ]
 
 
-def small_variant_specs(args: argparse.Namespace, bf16: bool) -> list[dict[str, Any]]:
-    """``variant_specs("small", ...)`` with the command line's ``--new_image_size`` and ``--new_overrides``."""
+def preset_variant_specs(preset: str, args: argparse.Namespace, bf16: bool) -> list[dict[str, Any]]:
+    """``variant_specs`` of ``preset``; for ``small`` with the command line's ``--new_image_size`` and
+    ``--new_overrides`` (the other presets are timed as they are)."""
+    if preset != "small":
+        return variant_specs(preset, bf16)
     return variant_specs("small", bf16, args.new_image_size, args.new_overrides)
 
 
@@ -217,7 +220,7 @@ def speed_preset(preset: str, samples: dict[int, tuple], args) -> dict[str, Any]
 
     batch_size = args.batch_size if preset == "small" else args.base_batch_size
     bf16 = cpu_bf16_ok()
-    specs = small_variant_specs(args, bf16) if preset == "small" else variant_specs(preset, bf16)
+    specs = preset_variant_specs(preset, args, bf16)
     variants = [build_variant(preset, spec) for spec in specs]
     collators = {size: MMSACollator(processor) for size, (processor, _, _) in samples.items()}
     collate_s = {size: [] for size in samples}
@@ -337,7 +340,7 @@ def retrieval(query: torch.Tensor, keys: torch.Tensor) -> dict[str, float]:
 def run_proxy(samples: dict[int, tuple], args) -> dict[str, Any]:
     """``today`` vs ``new`` (small preset): same steps, same molecules, same order; retrieval on held-out.
     ``samples``: image size -> (processor, train rows, held-out rows) of the same molecules."""
-    specs = [s for s in small_variant_specs(args, cpu_bf16_ok()) if s["name"] != "new_fp32"]
+    specs = [s for s in preset_variant_specs("small", args, cpu_bf16_ok()) if s["name"] != "new_fp32"]
     _, train, held_out = samples[specs[0]["image_size"]]
     out = {"preset": "small", "steps": args.proxy_steps, "batch_size": args.batch_size, "train_molecules": len(train),
            "held_out_molecules": len(held_out), "seeds": args.proxy_seeds, "runs": {},
@@ -369,9 +372,8 @@ def with_means(proxy: dict[str, Any]) -> dict[str, Any]:
 def merge_proxy(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     """Add the seeds of ``new`` to ``old`` when both ran the same protocol (steps, batch, molecules); else ``new``."""
     keys = ("steps", "batch_size", "train_molecules", "held_out_molecules", "image_sizes", "new_overrides")
-    if old is not None:
-        old.setdefault("new_overrides", {})  # files written before --new_overrides existed ran with none
-    if not old or any(old.get(k) != new[k] for k in keys):
+    absent = {"new_overrides": {}}  # files written before --new_overrides existed ran with none
+    if not old or any(old.get(k, absent.get(k)) != new[k] for k in keys):
         return new
     kept = [s for s in old["seeds"] if s not in new["seeds"]]
     for name, runs in new["runs"].items():
@@ -538,8 +540,7 @@ def speed_molecules(preset: str, args: argparse.Namespace) -> dict[int, tuple]:
     """Image size -> (processor, train rows, held-out rows), one entry per depiction size the variants use.
     ``small``: the proxy's sample (one featurisation serves both); other presets featurise only the molecules
     their rounds need."""
-    specs = small_variant_specs(args, False) if preset == "small" else variant_specs(preset, False)
-    sizes = {spec["image_size"] for spec in specs}
+    sizes = {spec["image_size"] for spec in preset_variant_specs(preset, args, False)}
     if preset == "small":
         return {size: load_molecules(args.train_molecules, args.held_out, preset, image_size=size) for size in sizes}
     needed = (1 + args.rounds * args.base_steps_per_round) * args.base_batch_size

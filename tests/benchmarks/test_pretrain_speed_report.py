@@ -44,7 +44,7 @@ def test_speed_table_uses_the_bf16_line():
 
 def test_new_overrides_change_the_new_variants_only():
     args = speed.parse_args(["--new_overrides", '{"geometry_shared_filter_network": true}', "--new_image_size", "96"])
-    specs = {spec["name"]: spec for spec in speed.small_variant_specs(args, bf16=False)}
+    specs = {spec["name"]: spec for spec in speed.preset_variant_specs("small", args, bf16=False)}
     assert specs["today"]["overrides"] == speed.TODAY["small"]
     assert specs["today"]["image_size"] == speed.TODAY_IMAGE_SIZE["small"]
     for name in ("new_fp32", "new"):
