@@ -1,4 +1,5 @@
-"""Image encoder: a transformers ``ResNetModel`` (ResNet-18 shape by default) on the RDKit depiction."""
+"""Image encoder: a transformers ``ResNetModel`` (ResNet-18 shape by default) on the RDKit depiction, with
+ResNet's own stem or a patchify stem (``config.image_stem``)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,47 @@ from transformers import ResNetConfig, ResNetModel
 from .outputs import MMSAEncoderOutput
 
 
+class MMSAPatchifyStem(nn.Module):
+    r"""Patchify stem: one :math:`p \times p` convolution with stride :math:`p`, batch norm and ReLU, in place
+    of ResNet's 7x7 stride-2 convolution, batch norm, ReLU and 3x3 stride-2 max pool (``image_stem="patchify"``).
+
+    .. math::
+        \mathbf{E} = \mathrm{ReLU}\big(\mathrm{BN}(\mathbf{W} \star_p \mathbf{I})\big),
+        \qquad \mathbf{W} \in \mathbb{R}^{C_{stem} \times 3 \times p \times p}
+
+    With :math:`p = 4` every output pixel reads its own 4x4 patch (no overlap), as in ConvNeXt's stem, and the
+    first ResNet stage gets the same :math:`S/4 \times S/4` map as from ResNet's stem, without computing the
+    :math:`S/2 \times S/2` maps in between. Registered as ``resnet.embedder``, so ResNet's ``_init_weights``
+    initialises it (Kaiming normal, fan-out).
+
+    Shapes:
+        - input: ``pixel_values`` ``[B, 3, S, S]``
+        - output: ``[B, C_stem, S // p, S // p]`` (a border of ``S mod p`` pixels is not read)
+    """
+
+    def __init__(self, num_channels: int, embedding_size: int, patch_size: int = 4):
+        super().__init__()
+        self.convolution = nn.Conv2d(num_channels, embedding_size, kernel_size=patch_size, stride=patch_size,
+                                     bias=False)
+        self.normalization = nn.BatchNorm2d(embedding_size)
+        self.activation = nn.ReLU()
+        self.num_channels = num_channels
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.shape[1] != self.num_channels:
+            raise ValueError(f"pixel_values has {pixel_values.shape[1]} channels; the image encoder expects "
+                             f"{self.num_channels}.")
+        return self.activation(self.normalization(self.convolution(pixel_values)))
+
+
 class MMSAImageEncoder(nn.Module):
     r"""ResNet image encoder (``transformers.ResNetModel`` built from ``config.image_config``; no torchvision).
 
     .. math::
         \mathbf{h}^{img} = \mathrm{GAP}(\mathrm{ResNet}(\mathbf{I})) \in \mathbb{R}^{C_{last}}
 
-    where GAP is ResNet's global average pooling (its ``pooler_output``). The projection to the common width
+    where GAP is ResNet's global average pooling (its ``pooler_output``). With ``config.image_stem ==
+    "patchify"`` ResNet's stem is replaced by [`MMSAPatchifyStem`]; the stages are ResNet's. The projection to the common width
     ``D`` is done by the view projection heads of [`MMSAModel`].
 
     The convolutions run in ``channels_last`` (NHWC) memory format, which oneDNN (CPU) and cuDNN (tensor cores)
@@ -41,6 +76,8 @@ class MMSAImageEncoder(nn.Module):
         if not isinstance(image_config, ResNetConfig):  # defensive: the config always holds a ResNetConfig
             image_config = ResNetConfig(**dict(image_config or {}))
         self.resnet = ResNetModel(image_config)
+        if getattr(config, "image_stem", "resnet") == "patchify":
+            self.resnet.embedder = MMSAPatchifyStem(image_config.num_channels, image_config.embedding_size)
         self.output_size = int(image_config.hidden_sizes[-1])
 
     def input_memory_format(self, pixel_values: torch.Tensor) -> torch.memory_format:

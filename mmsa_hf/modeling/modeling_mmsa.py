@@ -347,8 +347,10 @@ class MMSAModel(MMSAPreTrainedModel):
             pooled["geometry"], geometry_atoms = geometry.molecule_embedding, geometry.atom_embeddings
         has_image = present[:, VIEW_INDEX["image"]]
         if self.image_encoder is not None and bool(has_image.any()):
-            image = self.image_encoder(inputs["pixel_values"][has_image].to(dtype)).molecule_embedding
-            pooled["image"] = image if bool(has_image.all()) else _scatter_rows(
+            every_image = bool(has_image.all())  # then no row selection: indexing copies the whole batch
+            pixels = inputs["pixel_values"] if every_image else inputs["pixel_values"][has_image]
+            image = self.image_encoder(pixels.to(dtype)).molecule_embedding
+            pooled["image"] = image if every_image else _scatter_rows(
                 image, has_image.nonzero(as_tuple=True)[0], n, False
             )
         return pooled, graph.atom_embeddings, geometry_atoms

@@ -1,5 +1,6 @@
 """Issue 10's speed options: the shared filter network and the other geometry fields (config round trip, saved
-tensors, invariance, the SchNet maths), channels-last and bf16 autocast against the fp32 NCHW path."""
+tensors, invariance, the SchNet maths), the patchify image stem (round trip, formula, initialisation),
+channels-last and bf16 autocast against the fp32 NCHW path."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from mmsa_hf.modeling import MMSAConfig, MMSAForPreTraining, MMSAModel
 from mmsa_hf.modeling.configuration_mmsa import PRESETS
 from mmsa_hf.modeling.encoder_geometry import MMSAGeometryEncoder, radius_graph_per_molecule
-from mmsa_hf.modeling.encoder_image import MMSAImageEncoder
+from mmsa_hf.modeling.encoder_image import MMSAImageEncoder, MMSAPatchifyStem
 from mmsa_hf.modeling.testing_utils import assert_invariant, make_random_batch
 
 from mmsa_modeling_testutils import assert_state_dicts_equal, tiny_config
@@ -91,8 +92,53 @@ def test_geometry_encoder_matches_the_schnet_formula(shared):
     torch.testing.assert_close(got, _reference_schnet(encoder, **_geometry_inputs(batch)), atol=1e-5, rtol=1e-5)
 
 
-def test_image_encoder_channels_last_matches_nchw():
-    encoder = MMSAImageEncoder(tiny_config()).eval()
+def test_image_stem_round_trips_and_names_its_weights(tmp_path):
+    model = MMSAForPreTraining(tiny_config(image_stem="patchify"))
+    model.save_pretrained(tmp_path)
+    loaded = MMSAForPreTraining.from_pretrained(tmp_path)
+    assert loaded.config.image_stem == "patchify" and MMSAConfig().image_stem == "resnet"
+    assert isinstance(loaded.mmsa.image_encoder.resnet.embedder, MMSAPatchifyStem)
+    assert_state_dicts_equal(model.state_dict(), loaded.state_dict())
+    names = set(model.state_dict())
+    assert "mmsa.image_encoder.resnet.embedder.convolution.weight" in names
+    assert not any(".embedder.embedder." in name for name in names)  # ResNet's own stem is gone
+    assert "mmsa.image_encoder.resnet.embedder.embedder.convolution.weight" in MMSAForPreTraining(tiny_config()).state_dict()
+
+
+def test_image_stem_must_be_a_known_choice():
+    with pytest.raises(ValueError, match="image_stem"):
+        tiny_config(image_stem="vit")
+
+
+def test_patchify_stem_matches_its_formula_and_resnet_stem_shape():
+    encoder = MMSAImageEncoder(tiny_config(image_stem="patchify")).eval()
+    stem = encoder.resnet.embedder
+    with torch.no_grad():
+        stem.normalization.running_mean.uniform_(-0.5, 0.5)
+        stem.normalization.running_var.uniform_(0.5, 2.0)
+        stem.normalization.weight.uniform_(0.5, 1.5)
+        pixels = torch.randn(3, 3, 40, 40)
+        norm = stem.normalization
+        expected = F.relu(F.batch_norm(F.conv2d(pixels, stem.convolution.weight, stride=4), norm.running_mean,
+                                       norm.running_var, norm.weight, norm.bias, eps=norm.eps))
+        torch.testing.assert_close(stem(pixels), expected)
+        resnet_stem = MMSAImageEncoder(tiny_config()).resnet.embedder.eval()
+        assert stem(pixels).shape == resnet_stem(pixels).shape == (3, 8, 10, 10)
+    with pytest.raises(ValueError, match="channels"):
+        stem(torch.randn(1, 1, 40, 40))
+
+
+def test_patchify_stem_gets_resnet_kaiming_initialisation():
+    torch.manual_seed(0)
+    encoder = MMSAModel(MMSAConfig.from_preset("base", image_stem="patchify")).image_encoder
+    weight = encoder.resnet.embedder.convolution.weight  # [64, 3, 4, 4]: fan-out 64 * 16
+    assert abs(float(weight.detach().std()) / math.sqrt(2.0 / (64 * 16)) - 1.0) < 0.1
+    assert torch.equal(encoder.resnet.embedder.normalization.weight, torch.ones(64))
+
+
+@pytest.mark.parametrize("stem", ["resnet", "patchify"])
+def test_image_encoder_channels_last_matches_nchw(stem):
+    encoder = MMSAImageEncoder(tiny_config(image_stem=stem)).eval()
     pixels = torch.randn(4, 3, 48, 48)
     encoder.memory_format = torch.channels_last
     fast = encoder(pixels).molecule_embedding
@@ -133,7 +179,7 @@ def test_bf16_autocast_training_step_gives_finite_gradients():
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_document_the_speed_fields(preset):
     config = MMSAConfig.from_preset(preset)
-    for name in ("geometry_num_filters", "geometry_cutoff", "geometry_shared_filter_network"):
+    for name in ("geometry_num_filters", "geometry_cutoff", "geometry_shared_filter_network", "image_stem"):
         assert name in PRESETS[preset], (preset, name)
         assert getattr(config, name) == PRESETS[preset][name]
 
