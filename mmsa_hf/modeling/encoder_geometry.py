@@ -17,23 +17,24 @@ from .encoder_graph import MMSACategoricalEncoder, infer_num_graphs, pool_atoms
 from .outputs import MMSAEncoderOutput
 
 
-def radius_graph_per_molecule(
+def atom_pairs_per_molecule(
     pos: torch.Tensor,
     batch: torch.Tensor,
     cutoff: float,
     ptr: torch.Tensor | None = None,
     num_graphs: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""All within-molecule atom pairs ``(j -> i)`` with ``i != j`` and ``||pos_i - pos_j|| < cutoff``.
+    r"""All unordered within-molecule atom pairs :math:`\{j, i\}` with ``j < i`` and
+    ``||pos_i - pos_j|| < cutoff``.
 
     Plain-torch replacement of ``torch_cluster.radius_graph`` (no neighbour cap). Costs
-    :math:`\sum_b n_b^2` pair evaluations, which is small for molecules.
+    :math:`\sum_b n_b (n_b - 1) / 2` pair evaluations, which is small for molecules.
 
     Args:
         pos: float ``[N, 3]``; batch: long ``[N]`` sorted molecule index; ptr: optional long ``[B + 1]``.
 
     Returns:
-        ``edge_index`` long ``[2, P]`` (row 0 = source ``j``, row 1 = target ``i``) and ``distance`` ``[P]``.
+        ``pairs`` long ``[2, Q]`` (row 0 = ``j`` < row 1 = ``i``) and ``distance`` ``[Q]``.
     """
     num_atoms = pos.size(0)
     device = pos.device
@@ -49,11 +50,31 @@ def radius_graph_per_molecule(
     run_start = torch.repeat_interleave(per_atom.cumsum(0) - per_atom, per_atom)
     local = torch.arange(target.numel(), device=device) - run_start
     source = ptr[batch[target]] + local
-    keep = source != target
+    keep = source < target
     source, target = source[keep], target[keep]
     distance = (pos[source] - pos[target]).norm(dim=-1)
     keep = distance < cutoff
     return torch.stack([source[keep], target[keep]]), distance[keep]
+
+
+def radius_graph_per_molecule(
+    pos: torch.Tensor,
+    batch: torch.Tensor,
+    cutoff: float,
+    ptr: torch.Tensor | None = None,
+    num_graphs: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""All within-molecule atom pairs ``(j -> i)`` with ``i != j`` and ``||pos_i - pos_j|| < cutoff``.
+
+    The ``Q`` unordered pairs of [`atom_pairs_per_molecule`] (``j < i``), then the same pairs reversed: edge
+    ``q + Q`` is edge ``q`` turned round and has the same distance.
+
+    Returns:
+        ``edge_index`` long ``[2, P]`` (row 0 = source ``j``, row 1 = target ``i``, ``P = 2Q``) and
+        ``distance`` ``[P]``.
+    """
+    pairs, distance = atom_pairs_per_molecule(pos, batch, cutoff, ptr=ptr, num_graphs=num_graphs)
+    return torch.cat([pairs, pairs.flip(0)], dim=1), torch.cat([distance, distance])
 
 
 class MMSAShiftedSoftplus(nn.Module):
@@ -124,8 +145,11 @@ class MMSAInteractionBlock(nn.Module):
     of filters :math:`\mathbf{W}_{ji}` with a filter network shared by every block and passes it in.
 
     Shapes:
-        - input: ``h`` ``[N, H]``, ``edge_index`` long ``[2, P]``, ``rbf`` ``[P, R]``, ``envelope`` ``[P]`` (or
-          ``filters`` ``[P, F]`` when the filter network is shared)
+        - input: ``h`` ``[N, H]``, ``edge_index`` long ``[2, P]``, ``rbf`` ``[Q, R]``, ``envelope`` ``[Q]`` (or
+          ``filters`` ``[Q, F]`` when the filter network is shared), either one per edge (``Q = P``) or one per
+          unordered pair (``P = 2Q``, the edge order of [`radius_graph_per_molecule`]: edges ``q`` and ``q + Q``
+          are one pair turned round, and :math:`\mathbf{W}_{ji} = \mathbf{W}_{ij}` since it depends on
+          :math:`d_{ji} = d_{ij}` only, so the filter network runs once per pair)
         - output: ``v`` ``[N, H]``
     """
 
@@ -141,7 +165,11 @@ class MMSAInteractionBlock(nn.Module):
         if filters is None:
             filters = self.filter_network.filters(rbf, envelope)
         source, target = edge_index
-        messages = self.in_projection(h)[source] * filters
+        gathered = self.in_projection(h)[source]
+        if filters.size(0) != gathered.size(0):  # one filter per unordered pair, for both directions
+            messages = (gathered.view(2, filters.size(0), -1) * filters).view(gathered.shape)
+        else:
+            messages = gathered * filters
         aggregated = messages.new_zeros(h.size(0), messages.size(-1)).index_add_(0, target, messages)
         return self.output(self.activation(self.out_projection(aggregated)))
 
@@ -158,7 +186,9 @@ class MMSAGeometryEncoder(nn.Module):
         \mathbf{g} = \mathrm{pool}_{i \in \text{mol}}(\mathbf{a}_i)
 
     The pair list, the distances, the radial basis :math:`\mathbf{e}(d_{ji})` and the cosine envelope are
-    computed once per forward and reused by every block. With ``geometry_shared_filter_network=True`` one filter
+    computed once per forward and reused by every block, once per unordered atom pair: the filter of
+    :math:`j \to i` is the filter of :math:`i \to j`, so each filter network runs on half the edges (the same
+    maths as running it on every edge). With ``geometry_shared_filter_network=True`` one filter
     network (``filter_network``) serves every block, so the filters :math:`\mathbf{W}_{ji}` are computed once too;
     otherwise each block has its own (``interactions.<l>.filter_network``), as in SchNet.
 
@@ -216,9 +246,8 @@ class MMSAGeometryEncoder(nn.Module):
     ) -> MMSAEncoderOutput:
         num_graphs = infer_num_graphs(batch, ptr, num_graphs)
         h = self.embed_atoms(atomic_numbers, atom_features)
-        edge_index, distance = radius_graph_per_molecule(
-            pos.to(h.dtype), batch, self.cutoff, ptr=ptr, num_graphs=num_graphs
-        )
+        pairs, distance = atom_pairs_per_molecule(pos.to(h.dtype), batch, self.cutoff, ptr=ptr, num_graphs=num_graphs)
+        edge_index = torch.cat([pairs, pairs.flip(0)], dim=1)  # as radius_graph_per_molecule: Q pairs, then reversed
         rbf, envelope = self.rbf(distance), cosine_cutoff(distance, self.cutoff)
         shared_filters = self.filter_network.filters(rbf, envelope) if self.filter_network is not None else None
         for interaction in self.interactions:

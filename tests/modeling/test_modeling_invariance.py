@@ -7,7 +7,11 @@ import torch
 from torch import nn
 
 from mmsa_hf.modeling import MMSAModel, MMSAEncoderOutput
-from mmsa_hf.modeling.encoder_geometry import MMSAGeometryEncoder, radius_graph_per_molecule
+from mmsa_hf.modeling.encoder_geometry import (
+    MMSAGeometryEncoder,
+    atom_pairs_per_molecule,
+    radius_graph_per_molecule,
+)
 from mmsa_hf.modeling.encoder_graph import MMSAGraphEncoder
 from mmsa_hf.modeling.testing_utils import assert_invariant, make_random_batch, transform_batch
 
@@ -77,3 +81,15 @@ def test_radius_graph_matches_brute_force():
     # without ptr the same graph
     edge_index2, _ = radius_graph_per_molecule(pos, b, cutoff)
     assert torch.equal(edge_index, edge_index2)
+
+
+def test_radius_graph_is_each_unordered_pair_then_the_same_pair_reversed():
+    batch = make_random_batch(num_molecules=4, num_placeholders=1, seed=9, max_atoms=12)
+    pos, b = batch["pos"], batch["batch"]
+    pairs, pair_distance = atom_pairs_per_molecule(pos, b, 2.5, ptr=batch["ptr"])
+    edge_index, distance = radius_graph_per_molecule(pos, b, 2.5, ptr=batch["ptr"])
+    q = pairs.size(1)
+    assert q > 0 and edge_index.size(1) == 2 * q
+    assert (pairs[0] < pairs[1]).all()  # each pair once
+    assert torch.equal(edge_index[:, :q], pairs) and torch.equal(edge_index[:, q:], pairs.flip(0))
+    assert torch.equal(distance, torch.cat([pair_distance, pair_distance]))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mmsa_hf.modeling import MMSAConfig, MMSAForPreTraining, MMSAModel
 from mmsa_hf.modeling.configuration_mmsa import PRESETS
-from mmsa_hf.modeling.encoder_geometry import MMSAGeometryEncoder, radius_graph_per_molecule
+from mmsa_hf.modeling.encoder_geometry import MMSAGeometryEncoder, cosine_cutoff, radius_graph_per_molecule
 from mmsa_hf.modeling.encoder_image import MMSAImageEncoder, MMSAPatchifyStem
 from mmsa_hf.modeling.testing_utils import assert_invariant, make_random_batch
 
@@ -90,6 +90,25 @@ def test_geometry_encoder_matches_the_schnet_formula(shared):
     encoder = MMSAGeometryEncoder(tiny_config(geometry_shared_filter_network=shared)).eval()
     got = encoder(**_geometry_inputs(batch)).molecule_embedding
     torch.testing.assert_close(got, _reference_schnet(encoder, **_geometry_inputs(batch)), atol=1e-5, rtol=1e-5)
+
+
+def test_interaction_block_gives_the_same_output_with_one_filter_per_pair_or_per_edge():
+    """The encoder runs each filter network once per unordered pair (W_ji = W_ij); a block given one radial basis
+    row per edge computes the same messages, forward and backward."""
+    batch = make_random_batch(num_molecules=4, seed=15, max_atoms=12)
+    encoder = MMSAGeometryEncoder(tiny_config())
+    block = encoder.interactions[0]
+    edge_index, distance = radius_graph_per_molecule(batch["pos"], batch["batch"], encoder.cutoff, ptr=batch["ptr"])
+    half = distance.size(0) // 2
+    h = encoder.embed_atoms(batch["atomic_numbers"], None).detach().requires_grad_(True)
+    outputs, grads = [], []
+    for d in (distance, distance[:half]):
+        out = block(h, edge_index, encoder.rbf(d), cosine_cutoff(d, encoder.cutoff))
+        outputs.append(out)
+        grads.append(torch.autograd.grad(out.square().sum(), [h, block.filter_network[0].weight]))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    for per_edge, per_pair in zip(*grads):
+        torch.testing.assert_close(per_edge, per_pair, atol=1e-5, rtol=1e-4)
 
 
 def test_image_stem_round_trips_and_names_its_weights(tmp_path):
