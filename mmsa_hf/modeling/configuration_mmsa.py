@@ -38,9 +38,9 @@ HYPERGRAPH_CONSISTENCY_TARGETS = ("masked", "fused", "views")
 MEMORY_SPACES = ("shared", "fused_ema")
 RECONSTRUCTION_LOSS_TYPES = ("cosine", "mse")
 DOWNSTREAM_EMBEDDINGS = ("auto", "unified", "fused", "graph")
-#: Stem of the image ResNet: ResNet's own 7x7 stride-2 convolution + 3x3 stride-2 max pool, or one 4x4 stride-4
-#: convolution (a "patchify" stem); both hand the first stage a map of S/4 x S/4.
-IMAGE_STEMS = ("resnet", "patchify")
+#: Stem of the image ResNet: ResNet's own 7x7 stride-2 convolution + 3x3 stride-2 max pool, or one stride-4
+#: convolution, 4x4 ("patchify") or 7x7 with padding 3 ("overlapping_patchify"); all hand the first stage S/4 x S/4.
+IMAGE_STEMS = ("resnet", "patchify", "overlapping_patchify")
 
 #: Canonical ``problem_type`` values (the transformers names) and the short aliases we accept.
 PROBLEM_TYPES = ("multi_label_classification", "regression", "single_label_classification")
@@ -153,7 +153,8 @@ class MMSAConfig(PreTrainedConfig):
         image_stem (`str`, defaults to `"resnet"`): the ResNet's stem. `"resnet"`: its own 7x7 stride-2
             convolution, batch norm, ReLU and 3x3 stride-2 max pool. `"patchify"`: one 4x4 stride-4 convolution,
             batch norm and ReLU (ConvNeXt's stem with ResNet's normalisation), which skips the S/2 x S/2 maps that
-            cost 40 % of the small ResNet's time on a CPU; both hand the first stage an S/4 x S/4 map.
+            cost 40 % of the small ResNet's time on a CPU. `"overlapping_patchify"`: the same with a 7x7 kernel and
+            padding 3 (PVT v2's overlapping patch embedding). All hand the first stage an S/4 x S/4 map.
         geometry_num_layers (`int`, defaults to 4): SchNet-style interaction blocks of the 3D encoder.
         geometry_hidden_size (`int`, defaults to 256): width of the 3D encoder.
         geometry_num_filters (`int`, defaults to 256): width of the continuous filters.

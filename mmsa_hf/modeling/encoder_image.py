@@ -10,28 +10,35 @@ from transformers import ResNetConfig, ResNetModel
 from .outputs import MMSAEncoderOutput
 
 
+#: ``image_stem`` -> (kernel size, stride, padding) of the one-convolution stems.
+PATCH_STEMS = {"patchify": (4, 4, 0), "overlapping_patchify": (7, 4, 3)}
+
+
 class MMSAPatchifyStem(nn.Module):
-    r"""Patchify stem: one :math:`p \times p` convolution with stride :math:`p`, batch norm and ReLU, in place
-    of ResNet's 7x7 stride-2 convolution, batch norm, ReLU and 3x3 stride-2 max pool (``image_stem="patchify"``).
+    r"""One-convolution stem: a :math:`k \times k` convolution with stride 4, batch norm and ReLU, in place of
+    ResNet's 7x7 stride-2 convolution, batch norm, ReLU and 3x3 stride-2 max pool.
 
     .. math::
-        \mathbf{E} = \mathrm{ReLU}\big(\mathrm{BN}(\mathbf{W} \star_p \mathbf{I})\big),
-        \qquad \mathbf{W} \in \mathbb{R}^{C_{stem} \times 3 \times p \times p}
+        \mathbf{E} = \mathrm{ReLU}\big(\mathrm{BN}(\mathbf{W} \star_4 \mathbf{I})\big),
+        \qquad \mathbf{W} \in \mathbb{R}^{C_{stem} \times 3 \times k \times k}
 
-    With :math:`p = 4` every output pixel reads its own 4x4 patch (no overlap), as in ConvNeXt's stem, and the
-    first ResNet stage gets the same :math:`S/4 \times S/4` map as from ResNet's stem, without computing the
-    :math:`S/2 \times S/2` maps in between. Registered as ``resnet.embedder``, so ResNet's ``_init_weights``
-    initialises it (Kaiming normal, fan-out).
+    ``image_stem="patchify"``: :math:`k = 4`, no padding, every output pixel reads its own 4x4 patch (ConvNeXt's
+    stem). ``"overlapping_patchify"``: :math:`k = 7`, padding 3, neighbouring patches overlap by 3 pixels (the
+    overlapping patch embedding of PVT v2). Either way the first ResNet stage gets the same
+    :math:`S/4 \times S/4` map as from ResNet's stem, without the :math:`S/2 \times S/2` maps in between.
+    Registered as ``resnet.embedder``, so ResNet's ``_init_weights`` initialises it (Kaiming normal, fan-out).
 
     Shapes:
         - input: ``pixel_values`` ``[B, 3, S, S]``
-        - output: ``[B, C_stem, S // p, S // p]`` (a border of ``S mod p`` pixels is not read)
+        - output: ``[B, C_stem, S', S']``, :math:`S' = \lfloor (S + 2p - k) / 4 \rfloor + 1` (``S / 4`` for ``S``
+          divisible by 4)
     """
 
-    def __init__(self, num_channels: int, embedding_size: int, patch_size: int = 4):
+    def __init__(self, num_channels: int, embedding_size: int, stem: str = "patchify"):
         super().__init__()
-        self.convolution = nn.Conv2d(num_channels, embedding_size, kernel_size=patch_size, stride=patch_size,
-                                     bias=False)
+        kernel_size, stride, padding = PATCH_STEMS[stem]
+        self.convolution = nn.Conv2d(num_channels, embedding_size, kernel_size=kernel_size, stride=stride,
+                                     padding=padding, bias=False)
         self.normalization = nn.BatchNorm2d(embedding_size)
         self.activation = nn.ReLU()
         self.num_channels = num_channels
@@ -49,8 +56,8 @@ class MMSAImageEncoder(nn.Module):
     .. math::
         \mathbf{h}^{img} = \mathrm{GAP}(\mathrm{ResNet}(\mathbf{I})) \in \mathbb{R}^{C_{last}}
 
-    where GAP is ResNet's global average pooling (its ``pooler_output``). With ``config.image_stem ==
-    "patchify"`` ResNet's stem is replaced by [`MMSAPatchifyStem`]; the stages are ResNet's. The projection to the common width
+    where GAP is ResNet's global average pooling (its ``pooler_output``). With ``config.image_stem`` one of
+    ``PATCH_STEMS``, ResNet's stem is replaced by [`MMSAPatchifyStem`]; the stages are ResNet's. The projection to the common width
     ``D`` is done by the view projection heads of [`MMSAModel`].
 
     The convolutions run in ``channels_last`` (NHWC) memory format, which oneDNN (CPU) and cuDNN (tensor cores)
@@ -76,8 +83,9 @@ class MMSAImageEncoder(nn.Module):
         if not isinstance(image_config, ResNetConfig):  # defensive: the config always holds a ResNetConfig
             image_config = ResNetConfig(**dict(image_config or {}))
         self.resnet = ResNetModel(image_config)
-        if getattr(config, "image_stem", "resnet") == "patchify":
-            self.resnet.embedder = MMSAPatchifyStem(image_config.num_channels, image_config.embedding_size)
+        stem = getattr(config, "image_stem", "resnet")
+        if stem in PATCH_STEMS:
+            self.resnet.embedder = MMSAPatchifyStem(image_config.num_channels, image_config.embedding_size, stem)
         self.output_size = int(image_config.hidden_sizes[-1])
 
     def input_memory_format(self, pixel_values: torch.Tensor) -> torch.memory_format:

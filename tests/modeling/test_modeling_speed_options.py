@@ -129,22 +129,25 @@ def test_image_stem_must_be_a_known_choice():
         tiny_config(image_stem="vit")
 
 
-def test_patchify_stem_matches_its_formula_and_resnet_stem_shape():
-    encoder = MMSAImageEncoder(tiny_config(image_stem="patchify")).eval()
-    stem = encoder.resnet.embedder
+@pytest.mark.parametrize("stem, kernel, padding", [("patchify", 4, 0), ("overlapping_patchify", 7, 3)])
+def test_patch_stems_match_their_formula_and_resnet_stem_shape(stem, kernel, padding):
+    encoder = MMSAImageEncoder(tiny_config(image_stem=stem)).eval()
+    module = encoder.resnet.embedder
+    assert isinstance(module, MMSAPatchifyStem) and module.convolution.weight.shape == (8, 3, kernel, kernel)
     with torch.no_grad():
-        stem.normalization.running_mean.uniform_(-0.5, 0.5)
-        stem.normalization.running_var.uniform_(0.5, 2.0)
-        stem.normalization.weight.uniform_(0.5, 1.5)
+        module.normalization.running_mean.uniform_(-0.5, 0.5)
+        module.normalization.running_var.uniform_(0.5, 2.0)
+        module.normalization.weight.uniform_(0.5, 1.5)
         pixels = torch.randn(3, 3, 40, 40)
-        norm = stem.normalization
-        expected = F.relu(F.batch_norm(F.conv2d(pixels, stem.convolution.weight, stride=4), norm.running_mean,
-                                       norm.running_var, norm.weight, norm.bias, eps=norm.eps))
-        torch.testing.assert_close(stem(pixels), expected)
+        norm = module.normalization
+        convolved = F.conv2d(pixels, module.convolution.weight, stride=4, padding=padding)
+        expected = F.relu(F.batch_norm(convolved, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                                       eps=norm.eps))
+        torch.testing.assert_close(module(pixels), expected)
         resnet_stem = MMSAImageEncoder(tiny_config()).resnet.embedder.eval()
-        assert stem(pixels).shape == resnet_stem(pixels).shape == (3, 8, 10, 10)
+        assert module(pixels).shape == resnet_stem(pixels).shape == (3, 8, 10, 10)
     with pytest.raises(ValueError, match="channels"):
-        stem(torch.randn(1, 1, 40, 40))
+        module(torch.randn(1, 1, 40, 40))
 
 
 def test_patchify_stem_gets_resnet_kaiming_initialisation():
@@ -155,7 +158,7 @@ def test_patchify_stem_gets_resnet_kaiming_initialisation():
     assert torch.equal(encoder.resnet.embedder.normalization.weight, torch.ones(64))
 
 
-@pytest.mark.parametrize("stem", ["resnet", "patchify"])
+@pytest.mark.parametrize("stem", ["resnet", "patchify", "overlapping_patchify"])
 def test_image_encoder_channels_last_matches_nchw(stem):
     encoder = MMSAImageEncoder(tiny_config(image_stem=stem)).eval()
     pixels = torch.randn(4, 3, 48, 48)
