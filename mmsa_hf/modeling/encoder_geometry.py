@@ -57,13 +57,8 @@ def atom_pairs_per_molecule(
     return torch.stack([source[keep], target[keep]]), distance[keep]
 
 
-def radius_graph_per_molecule(
-    pos: torch.Tensor,
-    batch: torch.Tensor,
-    cutoff: float,
-    ptr: torch.Tensor | None = None,
-    num_graphs: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def radius_graph_per_molecule(pos: torch.Tensor, batch: torch.Tensor, cutoff: float, ptr: torch.Tensor | None = None,
+                              num_graphs: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""All within-molecule atom pairs ``(j -> i)`` with ``i != j`` and ``||pos_i - pos_j|| < cutoff``.
 
     The ``Q`` unordered pairs of [`atom_pairs_per_molecule`] (``j < i``), then the same pairs reversed: edge
