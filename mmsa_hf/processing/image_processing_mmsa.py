@@ -134,20 +134,16 @@ class MMSAImageProcessor(BaseImageProcessor):
 
     # ------------------------------------------------------------------ pixels
     def normalize_images(self, images: np.ndarray) -> np.ndarray:
-        """uint8 `[B, S, S, 3]` -> float32 `[B, 3, S, S]` (rescaled to [0, 1] and normalised if `do_normalize`).
-
-        The result is a transposed view of the pixel-last array, so its memory is in the order torch calls
-        ``channels_last``: `torch.from_numpy` (and `BatchFeature`) keep it, and the image encoder's channels-last
-        convolutions then read it without a copy. The values are those of a contiguous `[B, 3, S, S]` array."""
-        pixels = np.asarray(images, dtype=np.uint8).astype(np.float32)
+        """uint8 `[B, S, S, 3]` -> float32 `[B, 3, S, S]` (rescaled to [0, 1] and normalised if `do_normalize`)."""
+        pixels = np.ascontiguousarray(np.asarray(images, dtype=np.uint8).transpose(0, 3, 1, 2)).astype(np.float32)
         if self.do_normalize:
-            std = np.asarray(self.image_std, dtype=np.float32).reshape(1, 1, 1, 3)
-            mean = np.asarray(self.image_mean, dtype=np.float32).reshape(1, 1, 1, 3)
+            std = np.asarray(self.image_std, dtype=np.float32).reshape(1, 3, 1, 1)
+            mean = np.asarray(self.image_mean, dtype=np.float32).reshape(1, 3, 1, 1)
             pixels *= (1.0 / (255.0 * std)).astype(np.float32)
             pixels -= (mean / std).astype(np.float32)
         else:
             pixels *= np.float32(1.0 / 255.0)
-        return pixels.transpose(0, 3, 1, 2)
+        return pixels
 
     def collate(self, pngs: Sequence[bytes]) -> np.ndarray:
         """Decode and normalise PNG depictions -> float32 `[B, 3, S, S]`."""
