@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import ResNetConfig, ResNetModel
+from transformers.activations import ACT2FN
 
 from .outputs import MMSAEncoderOutput
 
@@ -15,8 +16,9 @@ PATCH_STEMS = {"patchify": (4, 4, 0), "overlapping_patchify": (7, 4, 3)}
 
 
 class MMSAPatchifyStem(nn.Module):
-    r"""One-convolution stem: a :math:`k \times k` convolution with stride 4, batch norm and ReLU, in place of
-    ResNet's 7x7 stride-2 convolution, batch norm, ReLU and 3x3 stride-2 max pool.
+    r"""One-convolution stem: a :math:`k \times k` convolution with stride 4, batch norm and the ResNet's
+    activation (``hidden_act``, ReLU), in place of ResNet's 7x7 stride-2 convolution, batch norm, activation and
+    3x3 stride-2 max pool.
 
     .. math::
         \mathbf{E} = \mathrm{ReLU}\big(\mathrm{BN}(\mathbf{W} \star_4 \mathbf{I})\big),
@@ -34,13 +36,13 @@ class MMSAPatchifyStem(nn.Module):
           divisible by 4)
     """
 
-    def __init__(self, num_channels: int, embedding_size: int, stem: str = "patchify"):
+    def __init__(self, num_channels: int, embedding_size: int, stem: str = "patchify", activation: str = "relu"):
         super().__init__()
         kernel_size, stride, padding = PATCH_STEMS[stem]
         self.convolution = nn.Conv2d(num_channels, embedding_size, kernel_size=kernel_size, stride=stride,
                                      padding=padding, bias=False)
         self.normalization = nn.BatchNorm2d(embedding_size)
-        self.activation = nn.ReLU()
+        self.activation = ACT2FN[activation]  # ResNet's own stem uses its config's `hidden_act` the same way
         self.num_channels = num_channels
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -85,7 +87,8 @@ class MMSAImageEncoder(nn.Module):
         self.resnet = ResNetModel(image_config)
         stem = getattr(config, "image_stem", "resnet")
         if stem in PATCH_STEMS:
-            self.resnet.embedder = MMSAPatchifyStem(image_config.num_channels, image_config.embedding_size, stem)
+            self.resnet.embedder = MMSAPatchifyStem(image_config.num_channels, image_config.embedding_size, stem,
+                                                    image_config.hidden_act)
         self.output_size = int(image_config.hidden_sizes[-1])
 
     def input_memory_format(self, pixel_values: torch.Tensor) -> torch.memory_format:
