@@ -4,6 +4,7 @@ channels-last and bf16 autocast against the fp32 NCHW path."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from mmsa_hf.modeling import MMSAConfig, MMSAForPreTraining, MMSAModel
 from mmsa_hf.modeling.configuration_mmsa import PRESETS
 from mmsa_hf.modeling.encoder_geometry import MMSAGeometryEncoder, cosine_cutoff, radius_graph_per_molecule
-from mmsa_hf.modeling.encoder_image import MMSAImageEncoder, MMSAPatchifyStem
+from mmsa_hf.modeling.encoder_image import MMSAImageEncoder, MMSAPatchifyStem, MMSAPoolFirstResNetStem
 from mmsa_hf.modeling.testing_utils import assert_invariant, make_random_batch
 
 from mmsa_modeling_testutils import assert_state_dicts_equal, tiny_config
@@ -148,6 +149,42 @@ def test_patch_stems_match_their_formula_and_resnet_stem_shape(stem, kernel, pad
         assert module(pixels).shape == resnet_stem(pixels).shape == (3, 8, 10, 10)
     with pytest.raises(ValueError, match="channels"):
         module(torch.randn(1, 1, 40, 40))
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_pool_first_stem_gives_resnet_stem_outputs_and_gradients(memory_format):
+    from transformers import ResNetConfig
+    from transformers.models.resnet.modeling_resnet import ResNetEmbeddings
+
+    torch.manual_seed(0)
+    reference = ResNetEmbeddings(ResNetConfig(embedding_size=16)).train()
+    with torch.no_grad():
+        reference.embedder.normalization.weight.uniform_(-1.5, 1.5)  # some channels flipped: BN is not monotone
+        reference.embedder.normalization.bias.uniform_(-0.5, 0.5)
+    pool_first = MMSAPoolFirstResNetStem(copy.deepcopy(reference)).train()
+    pixels = torch.randn(4, 3, 40, 40).contiguous(memory_format=memory_format)
+    outputs, grads = [], []
+    for stem in (reference, pool_first):
+        image = pixels.clone().requires_grad_(True)
+        out = stem(image)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outputs.append(out)
+        grads.append([image.grad] + [p.grad for p in stem.parameters()])
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-6, rtol=1e-5)
+    assert (outputs[0] == 0).float().mean() > 0.1  # windows with no positive value: the case that needs care
+    for got, expected in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pool_first.embedder.normalization.running_mean,
+                               reference.embedder.normalization.running_mean)
+
+
+def test_pool_first_stem_only_for_relu_and_keeps_resnet_weight_names():
+    encoder = MMSAImageEncoder(tiny_config())
+    assert isinstance(encoder.resnet.embedder, MMSAPoolFirstResNetStem)
+    assert "resnet.embedder.embedder.convolution.weight" in encoder.state_dict()
+    assert "resnet.embedder.pooler" in dict(encoder.named_modules())
+    gelu = MMSAImageEncoder(tiny_config(image_config={"hidden_act": "gelu"}))
+    assert type(gelu.resnet.embedder).__name__ == "ResNetEmbeddings"  # GELU does not commute with max pooling
 
 
 def test_patchify_stem_gets_resnet_kaiming_initialisation():
