@@ -142,9 +142,8 @@ def resnet_own_stem(encoder) -> None:
 
     stem = encoder.resnet.embedder
     if isinstance(stem, MMSAPoolFirstResNetStem):
-        own = ResNetEmbeddings.__new__(ResNetEmbeddings)
-        torch.nn.Module.__init__(own)
-        own.embedder, own.pooler, own.num_channels = stem.embedder, stem.pooler, stem.num_channels
+        own = ResNetEmbeddings(encoder.resnet.config)
+        own.embedder, own.pooler = stem.embedder, stem.pooler  # the initialised weights, under the same names
         encoder.resnet.embedder = own
 
 
