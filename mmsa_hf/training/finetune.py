@@ -43,6 +43,7 @@ from .common import (
     parse_arguments,
     PRESET_IMAGE_SIZE,
     JsonlLog,
+    logger,
     Timer,
     build_processor,
     environment_info,
@@ -53,6 +54,7 @@ from .common import (
 )
 from ..atomic import atomic_directory, write_text_atomic
 from .graph_batches import GraphTensorSet, RowCollatedSet
+from .malloc import keep_freed_memory_in_process
 from .metrics import classification_metrics, regression_metrics
 
 
@@ -101,6 +103,9 @@ class FinetuneArguments:
     save_checkpoints: bool = field(default=True,
                                    metadata=argument_help("save the best-validation model of each seed (--no_save_checkpoints)"))
     cpu: bool = field(default=False, metadata=argument_help("force CPU even where CUDA is available"))
+    keep_freed_memory: bool = field(default=True, metadata=argument_help(
+        "CPU: glibc keeps freed activation memory in the process instead of page-faulting it in again every step "
+        "(mallopt; same maths; see mmsa_hf/training/malloc.py)"))
     push_to_hub: bool = field(default=False, metadata=argument_help("push the best seed's model (needs --hub_model_id)"))
     hub_model_id: str | None = field(default=None, metadata=argument_help("namespace/name of the Hub repo"))
 
@@ -533,6 +538,8 @@ def run_finetuning(args: FinetuneArguments) -> dict[str, Any]:
     timer = Timer()
     out = Path(args.output_dir)
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
+    if args.keep_freed_memory and accelerator.device.type == "cpu":
+        logger.info("keep freed memory in the process: %s", keep_freed_memory_in_process())
     data = prepare_data(args, accelerator)
     settings = cell_settings(args, keep_best_state=args.save_checkpoints)
     runs = [_run_seed(args, seed, data, settings, accelerator, out / f"seed_{seed}") for seed in args.seeds]

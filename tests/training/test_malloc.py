@@ -49,3 +49,13 @@ def test_outcome_says_whether_it_applied():
     outcome = keep_freed_memory_in_process()
     assert outcome["applied"] is (_glibc() is not None)
     assert outcome["reason"]
+
+
+def test_training_commands_keep_freed_memory_unless_told_not_to():
+    from mmsa_hf.training import finetune, pretrain
+
+    base = ["--from_scratch", "--config", "tiny", "--dataset", "bbbp"]
+    assert finetune.parse_args(base).keep_freed_memory is True
+    assert finetune.parse_args(base + ["--no_keep_freed_memory"]).keep_freed_memory is False
+    assert pretrain.parse_args([]).keep_freed_memory is True
+    assert pretrain.parse_args(["--no_keep_freed_memory"]).keep_freed_memory is False
