@@ -111,7 +111,7 @@ def variant_specs(preset: str, bf16: bool, new_image_size: int | None = None,
 def preset_variant_specs(preset: str, args: argparse.Namespace, bf16: bool) -> list[dict[str, Any]]:
     """``variant_specs`` of ``preset``; for ``small`` with the command line's ``--new_image_size`` and
     ``--new_overrides`` (the other presets are timed as they are)."""
-    keep = getattr(args, "keep_freed_memory", True)
+    keep = args.keep_freed_memory
     if preset != "small":
         return variant_specs(preset, bf16, keep_freed_memory=keep)
     return variant_specs("small", bf16, args.new_image_size, args.new_overrides, keep_freed_memory=keep)

@@ -43,7 +43,6 @@ from .common import (
     parse_arguments,
     PRESET_IMAGE_SIZE,
     JsonlLog,
-    logger,
     Timer,
     build_processor,
     environment_info,
@@ -54,7 +53,7 @@ from .common import (
 )
 from ..atomic import atomic_directory, write_text_atomic
 from .graph_batches import GraphTensorSet, RowCollatedSet
-from .malloc import keep_freed_memory_in_process
+from .malloc import KEEP_FREED_MEMORY_HELP, keep_freed_memory_for_run
 from .metrics import classification_metrics, regression_metrics
 
 
@@ -103,9 +102,7 @@ class FinetuneArguments:
     save_checkpoints: bool = field(default=True,
                                    metadata=argument_help("save the best-validation model of each seed (--no_save_checkpoints)"))
     cpu: bool = field(default=False, metadata=argument_help("force CPU even where CUDA is available"))
-    keep_freed_memory: bool = field(default=True, metadata=argument_help(
-        "CPU: glibc keeps freed activation memory in the process instead of page-faulting it in again every step "
-        "(mallopt; same maths; see mmsa_hf/training/malloc.py)"))
+    keep_freed_memory: bool = field(default=True, metadata=argument_help(KEEP_FREED_MEMORY_HELP))
     push_to_hub: bool = field(default=False, metadata=argument_help("push the best seed's model (needs --hub_model_id)"))
     hub_model_id: str | None = field(default=None, metadata=argument_help("namespace/name of the Hub repo"))
 
@@ -538,8 +535,7 @@ def run_finetuning(args: FinetuneArguments) -> dict[str, Any]:
     timer = Timer()
     out = Path(args.output_dir)
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
-    if args.keep_freed_memory and accelerator.device.type == "cpu":
-        logger.info("keep freed memory in the process: %s", keep_freed_memory_in_process())
+    keep_freed_memory_for_run(args.keep_freed_memory, accelerator.device)
     data = prepare_data(args, accelerator)
     settings = cell_settings(args, keep_best_state=args.save_checkpoints)
     runs = [_run_seed(args, seed, data, settings, accelerator, out / f"seed_{seed}") for seed in args.seeds]

@@ -21,8 +21,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import sys
 from typing import Any
+
+logger = logging.getLogger("mmsa_hf.training")
+
+#: the ``--keep_freed_memory`` help of the training commands
+KEEP_FREED_MEMORY_HELP = ("CPU: glibc keeps freed activation memory in the process instead of page-faulting it in "
+                          "again every step (mallopt; same maths, holds the peak heap until exit; see "
+                          "mmsa_hf/training/malloc.py)")
 
 #: ``mallopt`` parameter numbers (glibc ``malloc.h``)
 M_TRIM_THRESHOLD = -1
@@ -62,3 +70,13 @@ def keep_freed_memory_in_process() -> dict[str, Any]:
         return {"applied": False, "reason": "glibc refused the mallopt settings", "settings": settings}
     version = libc.gnu_get_libc_version().decode()
     return {"applied": True, "reason": f"glibc {version}", "settings": settings}
+
+
+def keep_freed_memory_for_run(enabled: bool, device) -> dict[str, Any] | None:
+    """:func:`keep_freed_memory_in_process` when ``enabled`` and training runs on the CPU (``device``), logged;
+    ``None`` when not asked for."""
+    if not enabled or device.type != "cpu":
+        return None
+    outcome = keep_freed_memory_in_process()
+    logger.info("keep freed memory in the process: %s (%s)", outcome["applied"], outcome["reason"])
+    return outcome

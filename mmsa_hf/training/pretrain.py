@@ -41,7 +41,7 @@ from .common import (
     write_json,
 )
 from ..atomic import atomic_directory
-from .malloc import keep_freed_memory_in_process
+from .malloc import KEEP_FREED_MEMORY_HELP, keep_freed_memory_for_run
 
 TRAINING_STATE_FILE = "mmsa_training_state.json"
 
@@ -75,9 +75,7 @@ class PretrainArguments:
     image_size: int | None = field(default=None, metadata=argument_help(f"depiction size; default by preset {PRESET_IMAGE_SIZE}"))
     num_proc: int = field(default=1, metadata=argument_help("processes for featurization (datasets.map)"))
     dataloader_workers: int = field(default=0, metadata=argument_help("DataLoader worker processes"))
-    keep_freed_memory: bool = field(default=True, metadata=argument_help(
-        "CPU: glibc keeps freed activation memory in the process instead of page-faulting it in again every step "
-        "(mallopt; same maths, holds the peak heap until exit; see mmsa_hf/training/malloc.py)"))
+    keep_freed_memory: bool = field(default=True, metadata=argument_help(KEEP_FREED_MEMORY_HELP))
     checkpointing_steps: int = field(default=200, metadata=argument_help("save a resumable checkpoint every N steps (0 = off)"))
     checkpoint_total_limit: int = field(default=2, metadata=argument_help("checkpoints kept"))
     resume_from_checkpoint: str | None = field(default=None, metadata=argument_help("checkpoint folder, or 'latest'"))
@@ -249,7 +247,7 @@ def run_pretraining(args: PretrainArguments) -> Path:
     accelerator = _build_accelerator(args, output_dir)
     set_seed(args.seed)
     threads = apply_thread_policy(accelerator.num_processes, args.dataloader_workers)
-    _keep_freed_memory(args, accelerator)
+    keep_freed_memory_for_run(args.keep_freed_memory, accelerator.device)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_model_config(args.init_from or args.config, _config_overrides(args))
@@ -276,14 +274,6 @@ def run_pretraining(args: PretrainArguments) -> Path:
         _save_final(args, accelerator, model, data, run_config, progress, total_steps, timer, log, final_dir)
     accelerator.end_training()
     return final_dir
-
-
-def _keep_freed_memory(args: PretrainArguments, accelerator) -> None:
-    """:func:`~mmsa_hf.training.malloc.keep_freed_memory_in_process` for a CPU run (``--keep_freed_memory``)."""
-    if not args.keep_freed_memory or accelerator.device.type != "cpu":
-        return
-    outcome = keep_freed_memory_in_process()
-    logger.info("keep freed memory in the process: %s (%s)", outcome["applied"], outcome["reason"])
 
 
 def _initial_model(args: PretrainArguments, config):

@@ -207,7 +207,6 @@ def test_conformer_status_codes_have_names(bbbp_small_batch):
         conformer_status_names([7])
 
 
-
 @pytest.mark.parametrize("do_normalize", [True, False])
 def test_pixel_values_are_contiguous_nchw_with_the_normalised_values(do_normalize):
     """`pixel_values` is a contiguous [B, 3, S, S] array (safetensors and other writers refuse strided tensors; the

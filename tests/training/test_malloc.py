@@ -59,3 +59,13 @@ def test_training_commands_keep_freed_memory_unless_told_not_to():
     assert finetune.parse_args(base + ["--no_keep_freed_memory"]).keep_freed_memory is False
     assert pretrain.parse_args([]).keep_freed_memory is True
     assert pretrain.parse_args(["--no_keep_freed_memory"]).keep_freed_memory is False
+
+
+def test_training_runs_apply_it_on_the_cpu_only_when_asked():
+    import torch
+
+    from mmsa_hf.training.malloc import keep_freed_memory_for_run
+
+    assert keep_freed_memory_for_run(False, torch.device("cpu")) is None
+    assert keep_freed_memory_for_run(True, torch.device("meta")) is None  # not a CPU run: glibc is left alone
+    assert keep_freed_memory_for_run(True, torch.device("cpu"))["applied"] is (_glibc() is not None)
