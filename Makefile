@@ -24,7 +24,7 @@ test: $(STAMP)
 
 pretrain: $(STAMP)
 	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		scripts/pretrain.py --config small --max_molecules 5000 --num_epochs 8 --num_proc 2 --mixed_precision bf16 \
+		scripts/pretrain.py --config small --max_molecules 6000 --num_epochs 8 --num_proc 2 --mixed_precision bf16 \
 		--time_budget_minutes 9 $(ARGS)
 
 clean-venv:
