@@ -65,11 +65,16 @@ def prepare(dataset: str) -> int:
     return len(prepare_data(_arguments(dataset))["splits"]["train"])
 
 
-def time_epochs(dataset: str, threads: int, seed: int, epochs: int, batch_size: int, start) -> dict[str, Any]:
-    """One process's median-epoch training rate (``start`` is a barrier shared by the processes of a mode)."""
+def time_epochs(dataset: str, threads: int, seed: int, epochs: int, batch_size: int, start,
+                keep_freed_memory: bool = True) -> dict[str, Any]:
+    """One process's median-epoch training rate (``start`` is a barrier shared by the processes of a mode). With
+    ``keep_freed_memory`` the process keeps glibc's freed memory, as ``scripts/finetune.py`` does by default."""
     import torch
 
+    from mmsa_hf.training.malloc import keep_freed_memory_for_run
+
     torch.set_num_threads(threads)
+    kept = keep_freed_memory_for_run(keep_freed_memory, torch.device("cpu"))
     import datasets
 
     from mmsa_hf.training.finetune import (CellSettings, build_model, build_optimizer, build_scheduler,
@@ -88,19 +93,21 @@ def time_epochs(dataset: str, threads: int, seed: int, epochs: int, batch_size: 
     rates = [train_one_epoch(model, optimizer, scheduler, train, settings, generator)["molecules_per_s"]
              for _ in range(epochs)]
     return {"seed": seed, "threads": torch.get_num_threads(), "epoch_rates": rates,
-            "molecules_per_s": statistics.median(rates)}
+            "molecules_per_s": statistics.median(rates), "keep_freed_memory": bool(kept and kept["applied"])}
 
 
 def _worker(args, queue) -> None:
     queue.put(time_epochs(*args))
 
 
-def measure_mode(dataset: str, mode: str, epochs: int, batch_size: int) -> dict[str, Any]:
+def measure_mode(dataset: str, mode: str, epochs: int, batch_size: int,
+                 keep_freed_memory: bool = True) -> dict[str, Any]:
     """Run the processes of ``mode`` at the same time on ``dataset``; their rates and the summed rate."""
     processes, threads = MODES[mode]
     context = mp.get_context("spawn")
     start, queue = context.Barrier(processes), context.Queue()
-    workers = [context.Process(target=_worker, args=((dataset, threads, seed, epochs, batch_size, start), queue))
+    settings = (epochs, batch_size, start, keep_freed_memory)
+    workers = [context.Process(target=_worker, args=((dataset, threads, seed, *settings), queue))
                for seed in range(processes)]
     for worker in workers:
         worker.start()
@@ -118,6 +125,7 @@ def markdown(results: dict[str, Any]) -> str:
              f"`benchmarks/finetune_speed.py`: graph-only `small` property model, batch {results['batch_size']}, "
              f"median of {results['epochs']} timed epochs after one warm-up; {results['machine']}. "
              "`1x2` = one process with 2 threads; `2x1` = two 1-thread processes at once, rates summed. "
+             f"glibc keeps freed memory (`--keep_freed_memory`): {'yes' if results.get('keep_freed_memory') else 'no'}. "
              "chemprop 2.3.1: 2 threads (`shared/data/baselines/results.json`).", "",
              "| set | train molecules | chemprop | " + " | ".join(modes) + " | best / chemprop |",
              "|---|---|---|" + "---|" * len(modes) + "---|"]
@@ -137,16 +145,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per process (after one warm-up)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--results", default=str(RESULTS), help="output path without suffix")
+    parser.add_argument("--no_keep_freed_memory", dest="keep_freed_memory", action="store_false",
+                        help="time under glibc's malloc defaults (scripts/finetune.py's --no_keep_freed_memory)")
     args = parser.parse_args(argv)
     from mmsa_hf.atomic import write_text_atomic
 
     reference = chemprop_rates()
     results = {"batch_size": args.batch_size, "epochs": args.epochs, "modes": args.modes,
+               "keep_freed_memory": args.keep_freed_memory,
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "datasets": {}}
     for name in args.datasets:
         row = {"train_molecules": prepare(name), "chemprop": reference.get(name)}
         for mode in args.modes:
-            row[mode] = measure_mode(name, mode, args.epochs, args.batch_size)
+            row[mode] = measure_mode(name, mode, args.epochs, args.batch_size, args.keep_freed_memory)
             print(f"{name} {mode}: {row[mode]['molecules_per_s']:.0f} molecules/s", flush=True)
         results["datasets"][name] = row
     write_text_atomic(Path(args.results + ".json"), json.dumps(results, indent=2) + "\n")
