@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from transformers import ResNetConfig, ResNetModel
 from transformers.activations import ACT2FN
+from transformers.models.resnet.modeling_resnet import ResNetConvLayer
 
 from .outputs import MMSAEncoderOutput
 
@@ -122,6 +123,11 @@ class MMSAImageEncoder(nn.Module):
             image_config = ResNetConfig(**dict(image_config or {}))
         self.resnet = ResNetModel(image_config)
         stem = getattr(config, "image_stem", "resnet")
+        kernel_size = getattr(config, "image_stem_kernel_size", 7)
+        if stem == "resnet" and kernel_size != 7:  # ResNet's stem with another kernel: its conv layer rebuilt
+            self.resnet.embedder.embedder = ResNetConvLayer(image_config.num_channels, image_config.embedding_size,
+                                                            kernel_size=kernel_size, stride=2,
+                                                            activation=image_config.hidden_act)
         if stem in PATCH_STEMS:
             self.resnet.embedder = MMSAPatchifyStem(image_config.num_channels, image_config.embedding_size, stem,
                                                     image_config.hidden_act)

@@ -130,6 +130,32 @@ def test_image_stem_must_be_a_known_choice():
         tiny_config(image_stem="vit")
 
 
+def test_stem_kernel_size_round_trips_and_keeps_resnet_stem_otherwise(tmp_path):
+    model = MMSAForPreTraining(tiny_config(image_stem_kernel_size=3))
+    model.save_pretrained(tmp_path)
+    loaded = MMSAForPreTraining.from_pretrained(tmp_path)
+    assert loaded.config.image_stem_kernel_size == 3 and MMSAConfig().image_stem_kernel_size == 7
+    assert_state_dicts_equal(model.state_dict(), loaded.state_dict())
+    stem = loaded.mmsa.image_encoder.resnet.embedder
+    assert isinstance(stem, MMSAPoolFirstResNetStem)  # batch norm, ReLU and max pool as ResNet's
+    convolution = stem.embedder.convolution
+    assert convolution.weight.shape == (8, 3, 3, 3)
+    assert (convolution.stride, convolution.padding) == ((2, 2), (1, 1))
+    pixels = torch.randn(2, 3, 40, 40)
+    seven = MMSAImageEncoder(tiny_config()).resnet.embedder.eval()
+    assert stem.eval()(pixels).shape == seven(pixels).shape == (2, 8, 10, 10)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"image_stem_kernel_size": 4}, "odd integer"),
+    ({"image_stem_kernel_size": 0}, "odd integer"),
+    ({"image_stem_kernel_size": 3, "image_stem": "patchify"}, "own kernel"),
+])
+def test_stem_kernel_size_is_checked(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)
+
+
 @pytest.mark.parametrize("stem, kernel, padding", [("patchify", 4, 0), ("overlapping_patchify", 7, 3)])
 def test_patch_stems_match_their_formula_and_resnet_stem_shape(stem, kernel, padding):
     encoder = MMSAImageEncoder(tiny_config(image_stem=stem)).eval()
