@@ -557,6 +557,7 @@ def _image_stem_kernel_errors(config):
         yield (f"`image_stem_kernel_size` ({kernel}) applies to `image_stem=\"resnet\"` only; the "
                f"{config.image_stem!r} stem has its own kernel.")
 
+
 __all__ = [
     "ATOM_FEATURE_VOCAB_SIZES",
     "BOND_FEATURE_VOCAB_SIZES",

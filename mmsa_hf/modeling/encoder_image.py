@@ -95,7 +95,9 @@ class MMSAImageEncoder(nn.Module):
         \mathbf{h}^{img} = \mathrm{GAP}(\mathrm{ResNet}(\mathbf{I})) \in \mathbb{R}^{C_{last}}
 
     where GAP is ResNet's global average pooling (its ``pooler_output``). With ``config.image_stem`` one of
-    ``PATCH_STEMS``, ResNet's stem is replaced by [`MMSAPatchifyStem`]; the stages are ResNet's. ResNet's own
+    ``PATCH_STEMS``, ResNet's stem is replaced by [`MMSAPatchifyStem`]; the stages are ResNet's. With
+    ``config.image_stem_kernel_size`` other than 7, ResNet's stem convolution is rebuilt (transformers'
+    ``ResNetConvLayer``, stride 2, padding ``k // 2``) and the rest of the stem is kept. ResNet's own
     stem with a ReLU runs as [`MMSAPoolFirstResNetStem`] (the same function, pooled before the ReLU). The projection to the common width
     ``D`` is done by the view projection heads of [`MMSAModel`].
 
