@@ -53,9 +53,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 from mmsa_hf.atomic import write_text_atomic  # noqa: E402 - results are never half-written
 
-#: the geometry settings each preset had before issue 10 ("today's configuration")
+#: the geometry settings (and the stem kernel) each preset had before issue 10 ("today's configuration")
 TODAY = {
-    "small": {"geometry_num_filters": 128, "geometry_cutoff": 10.0, "geometry_shared_filter_network": False},
+    "small": {"geometry_num_filters": 128, "geometry_cutoff": 10.0, "geometry_shared_filter_network": False,
+              "image_stem_kernel_size": 7},
     "base": {"geometry_num_filters": 256, "geometry_cutoff": 10.0, "geometry_shared_filter_network": False},
 }
 #: the depiction size each preset had before issue 10 (``--new_image_size`` measures another one for ``new``)

@@ -89,6 +89,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "graph_hidden_size": 128,
         "image_config": {**RESNET18_KWARGS, "embedding_size": 16, "hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1]},
         "image_stem": "resnet",
+        # A 3x3 stem convolution (ResNet's is 7x7) with 112 px depictions (training.common.PRESET_IMAGE_SIZE):
+        # candidate T1 of issue 10, adopted by the pre-registered held-out proxy rule
+        # (benchmarks/results/speed_selection.md).
+        "image_stem_kernel_size": 3,
         "geometry_num_layers": 3,
         "geometry_hidden_size": 128,
         # 64 filters within 5 Angstrom (SchNet's own sizes): the filter MLP over every atom pair was 60-68% of a

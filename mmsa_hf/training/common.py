@@ -20,8 +20,9 @@ from ..atomic import atomic_open, atomic_path
 logger = logging.getLogger("mmsa_hf.training")
 
 #: Image side length used with each preset unless ``--image_size`` says otherwise (our choice:
-#: smaller depictions keep CPU runs affordable; ``base`` uses the ResNet-18 standard 224 px).
-PRESET_IMAGE_SIZE = {"tiny": 64, "small": 128, "base": 224}
+#: smaller depictions keep CPU runs affordable; ``base`` uses the ResNet-18 standard 224 px). ``small``: 112 px
+#: since issue 10 (128 before; adopted with a 3x3 stem by the proxy rule in benchmarks/results/speed_selection.md).
+PRESET_IMAGE_SIZE = {"tiny": 64, "small": 112, "base": 224}
 
 
 @dataclass(frozen=True)
