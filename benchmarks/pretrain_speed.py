@@ -90,32 +90,39 @@ def load_molecules(num_train: int, num_held_out: int, preset: str = "small", see
 
 
 def variant_specs(preset: str, bf16: bool, new_image_size: int | None = None,
-                  new_overrides: dict[str, Any] | None = None, keep_freed_memory: bool = True) -> list[dict[str, Any]]:
+                  new_overrides: dict[str, Any] | None = None, keep_freed_memory: bool = True,
+                  compile_geometry: bool = True) -> list[dict[str, Any]]:
     """``today`` / ``new_fp32`` / ``new`` (see the module docstring); ``new_image_size`` (default: the preset's
     depiction size now) is the image size of the two new variants, and ``new_overrides`` (config fields, default
     none) are applied to the two new variants only, so a candidate preset change is timed against today's.
-    ``keep_freed_memory``: the new variants' process keeps freed memory (``mmsa_hf.training.malloc``)."""
+    ``keep_freed_memory``: the new variants' process keeps freed memory (``mmsa_hf.training.malloc``).
+    ``compile_geometry``: the new variants' 3D encoder runs its message passing through ``torch.compile``, as
+    ``scripts/pretrain.py`` does on a CPU (``--compile_geometry``)."""
     from mmsa_hf.training.common import PRESET_IMAGE_SIZE
 
     new_size = new_image_size or PRESET_IMAGE_SIZE[preset]
     new = dict(new_overrides or {})
     return [
         {"name": "today", "overrides": dict(TODAY[preset]), "bf16": False, "channels_last": False, "fused": False,
-         "image_size": TODAY_IMAGE_SIZE[preset], "keep_freed_memory": False, "pool_first_stem": False},
+         "image_size": TODAY_IMAGE_SIZE[preset], "keep_freed_memory": False, "pool_first_stem": False,
+         "compile_geometry": False},
         {"name": "new_fp32", "overrides": dict(new), "bf16": False, "channels_last": True, "fused": True,
-         "image_size": new_size, "keep_freed_memory": keep_freed_memory, "pool_first_stem": True},
+         "image_size": new_size, "keep_freed_memory": keep_freed_memory, "pool_first_stem": True,
+         "compile_geometry": compile_geometry},
         {"name": "new", "overrides": dict(new), "bf16": bf16, "channels_last": True, "fused": True,
-         "image_size": new_size, "keep_freed_memory": keep_freed_memory, "pool_first_stem": True},
+         "image_size": new_size, "keep_freed_memory": keep_freed_memory, "pool_first_stem": True,
+         "compile_geometry": compile_geometry},
     ]
 
 
 def preset_variant_specs(preset: str, args: argparse.Namespace, bf16: bool) -> list[dict[str, Any]]:
     """``variant_specs`` of ``preset``; for ``small`` with the command line's ``--new_image_size`` and
     ``--new_overrides`` (the other presets are timed as they are)."""
-    keep = args.keep_freed_memory
+    keep, compiled = args.keep_freed_memory, args.compile_geometry
     if preset != "small":
-        return variant_specs(preset, bf16, keep_freed_memory=keep)
-    return variant_specs("small", bf16, args.new_image_size, args.new_overrides, keep_freed_memory=keep)
+        return variant_specs(preset, bf16, keep_freed_memory=keep, compile_geometry=compiled)
+    return variant_specs("small", bf16, args.new_image_size, args.new_overrides, keep_freed_memory=keep,
+                         compile_geometry=compiled)
 
 
 def build_variant(preset: str, spec: dict[str, Any], seed: int = 0, lr: float = 1e-3) -> dict[str, Any]:
@@ -130,6 +137,8 @@ def build_variant(preset: str, spec: dict[str, Any], seed: int = 0, lr: float = 
         model.mmsa.image_encoder.memory_format = layout
         if not spec.get("pool_first_stem", True):
             resnet_own_stem(model.mmsa.image_encoder)
+    if spec.get("compile_geometry") and model.mmsa.geometry_encoder is not None:
+        model.mmsa.geometry_encoder.compile_message_passing()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5, fused=spec["fused"])
     return {**spec, "config": config, "model": model, "optimizer": optimizer}
 
@@ -346,6 +355,7 @@ def report_preset(preset, specs, times, collate_s, batch_size, bf16) -> dict[str
             "geometry": geometry_settings(config), "bf16": spec["bf16"],
             "channels_last": spec["channels_last"], "fused_adamw": spec["fused"],
             "keep_freed_memory": spec["keep_freed_memory"], "pool_first_stem": spec["pool_first_stem"],
+            "compile_geometry": spec["compile_geometry"],
             "step_page_faults_median": statistics.median(faults) if faults else None,
             "image_size": spec["image_size"], "collate_cpu_median_ms": collate["cpu_median_ms"], "parts": parts}
     v = {name: result["variants"][name]["parts"] for name in ("today", "new_fp32", "new")}
@@ -507,8 +517,8 @@ def speed_table(preset: str, r: dict[str, Any]) -> list[str]:
     lines += _part_rows(r, names, "cpu") + ["", "Wall-clock time (includes waiting for a core on the shared box):", ""]
     lines += _part_rows(r, names, "wall")
     lines += ["", "| variant | geometry filters | cutoff (Å) | shared filter net | image px | collation CPU ms "
-              "| image memory format | bf16 | pool-first stem | keeps freed memory | page faults / step |",
-              "|---|---:|---:|---|---:|---:|---|---|---|---|---:|"]
+              "| image memory format | bf16 | pool-first stem | keeps freed memory | compiled 3D | page faults / step |",
+              "|---|---:|---:|---|---:|---:|---|---|---|---|---|---:|"]
     for name in names:
         v = r["variants"][name]
         g = v["geometry"]
@@ -517,7 +527,7 @@ def speed_table(preset: str, r: dict[str, Any]) -> list[str]:
                      f"{v.get('collate_cpu_median_ms', r['collate_cpu_median_ms'])} | "
                      f"{'channels_last' if v['channels_last'] else 'NCHW'} | "
                      f"{v['bf16']} | {v.get('pool_first_stem', 'n/a')} | {v.get('keep_freed_memory', 'n/a')} | "
-                     f"{v.get('step_page_faults_median', 'n/a')} |")
+                     f"{v.get('compile_geometry', 'n/a')} | {v.get('step_page_faults_median', 'n/a')} |")
     lines += ["", bf16_line(r), ""]
     return lines
 
@@ -649,6 +659,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              '\'{"geometry_shared_filter_network": true}\' (default: the preset as it is)')
     parser.add_argument("--no_keep_freed_memory", dest="keep_freed_memory", action="store_false",
                         help="time the new variants under glibc's malloc defaults too (as today's)")
+    parser.add_argument("--no_compile_geometry", dest="compile_geometry", action="store_false",
+                        help="run the new variants' 3D message passing eagerly (as today's)")
     parser.add_argument("--results_name", default="pretrain_speed",
                         help="results file stem under benchmarks/results (another name keeps an experiment apart)")
     return parser.parse_args(argv)

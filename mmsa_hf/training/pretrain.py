@@ -76,6 +76,9 @@ class PretrainArguments:
     num_proc: int = field(default=1, metadata=argument_help("processes for featurization (datasets.map)"))
     dataloader_workers: int = field(default=0, metadata=argument_help("DataLoader worker processes"))
     keep_freed_memory: bool = field(default=True, metadata=argument_help(KEEP_FREED_MEMORY_HELP))
+    compile_geometry: bool = field(default=True, metadata=argument_help(
+        "CPU: run the 3D encoder's message passing through torch.compile (same maths, fused; compiles at the "
+        "first step, falls back to eager with a warning if it cannot)"))
     checkpointing_steps: int = field(default=200, metadata=argument_help("save a resumable checkpoint every N steps (0 = off)"))
     checkpoint_total_limit: int = field(default=2, metadata=argument_help("checkpoints kept"))
     resume_from_checkpoint: str | None = field(default=None, metadata=argument_help("checkpoint folder, or 'latest'"))
@@ -253,6 +256,7 @@ def run_pretraining(args: PretrainArguments) -> Path:
     config = resolve_model_config(args.init_from or args.config, _config_overrides(args))
     data = _prepare_data(args, accelerator, config, capped_num_proc(args.num_proc, threads))
     model = _initial_model(args, config)
+    _compile_geometry(model, args.compile_geometry, accelerator.device)
     optimizer = _adamw(model, args)
     steps_per_epoch = math.ceil(len(data["loader"]) / args.gradient_accumulation_steps)  # before `prepare` shards it
     total_steps = args.max_steps or steps_per_epoch * args.num_epochs
@@ -284,6 +288,18 @@ def _initial_model(args: PretrainArguments, config):
     if args.init_from is None:
         return MMSAForPreTraining(config)
     return MMSAForPreTraining.from_pretrained(args.init_from, config=config)
+
+
+def _compile_geometry(model, enabled: bool, device) -> bool:
+    """``compile_message_passing`` of the 3D encoder when ``enabled``, training runs on the CPU and the model has
+    a 3D encoder; logged. Returns whether it was switched on."""
+    encoder = model.mmsa.geometry_encoder
+    if not enabled or device.type != "cpu" or encoder is None:
+        return False
+    encoder.compile_message_passing()
+    logger.info("3D encoder: message passing through torch.compile (inductor, dynamic shapes); "
+                "--no_compile_geometry runs it eagerly")
+    return True
 
 
 def _build_accelerator(args: PretrainArguments, output_dir: Path):

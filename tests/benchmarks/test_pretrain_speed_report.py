@@ -54,6 +54,14 @@ def test_new_overrides_change_the_new_variants_only():
     assert "geometry_cutoff" not in specs["new_fp32"]["overrides"]
 
 
+def test_only_the_new_variants_compile_geometry_unless_told_not_to():
+    default = speed.preset_variant_specs("small", speed.parse_args([]), bf16=False)
+    assert [s["compile_geometry"] for s in default] == [False, True, True]
+    eager = speed.preset_variant_specs("small", speed.parse_args(["--no_compile_geometry"]), bf16=False)
+    assert [s["compile_geometry"] for s in eager] == [False, False, False]
+    assert speed.TODAY["small"]["image_stem_kernel_size"] == 7  # today's is the stem before issue 10
+
+
 def _proxy_run(image_mrr: float, geometry_mrr: float) -> dict:
     return {"graph_to_image": {"top1": 0.0, "top5": 0.0, "mrr": image_mrr},
             "graph_to_geometry": {"top1": 0.0, "top5": 0.0, "mrr": geometry_mrr}}

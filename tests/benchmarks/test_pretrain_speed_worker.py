@@ -36,7 +36,9 @@ def sample():
 
 @pytest.fixture
 def args():
-    return speed.parse_args(["--presets", "small", "--batch_size", str(BATCH), "--no_keep_freed_memory"])
+    # eager 3D message passing: compiling it would take most of this test's time (its own test is in tests/modeling)
+    return speed.parse_args(["--presets", "small", "--batch_size", str(BATCH), "--no_keep_freed_memory",
+                             "--no_compile_geometry"])
 
 
 def _run_worker(specs, args, sample, monkeypatch, requests):
@@ -58,6 +60,7 @@ def _run_worker(specs, args, sample, monkeypatch, requests):
 def test_a_worker_times_every_variant_on_the_same_batches_and_the_report_merges_rounds(args, sample, monkeypatch):
     specs = speed.preset_variant_specs("small", args, bf16=False)
     assert [s["keep_freed_memory"] for s in specs] == [False, False, False]
+    assert [s["compile_geometry"] for s in specs] == [False, False, False]
     replies = _run_worker(specs, args, sample, monkeypatch, [(1, 0), (1, BATCH)])
     times = {s["name"]: {part: [] for part in speed.PARTS + ("step_page_faults",)} for s in specs}
     collate_s = {s["name"]: [] for s in specs}
@@ -75,7 +78,7 @@ def test_a_worker_times_every_variant_on_the_same_batches_and_the_report_merges_
     assert (new["pool_first_stem"], new["channels_last"]) == (True, True)
     assert new["parts"]["step"]["samples"] == 2
     step = new["parts"]["step"]
-    assert step["molecules_per_cpu_s"] == pytest.approx(1000 * BATCH / step["cpu_median_ms"], rel=0.01)
+    assert step["molecules_per_cpu_s"] == pytest.approx(1000 * BATCH / step["cpu_median_ms"], rel=0.01, abs=0.05)
     expected = today["parts"]["step"]["cpu_median_ms"] / result["variants"]["new"]["parts"]["step"]["cpu_median_ms"]
     assert result["speedup_new_vs_today_cpu"]["step"] == pytest.approx(expected, abs=0.01)
 

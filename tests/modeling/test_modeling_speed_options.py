@@ -93,6 +93,48 @@ def test_geometry_encoder_matches_the_schnet_formula(shared):
     torch.testing.assert_close(got, _reference_schnet(encoder, **_geometry_inputs(batch)), atol=1e-5, rtol=1e-5)
 
 
+def test_compiled_message_passing_matches_eager_forward_and_backward():
+    """``compile_message_passing`` (torch.compile, dynamic shapes) is the same maths: outputs and gradients match
+    the eager encoder on two batches of different sizes, without compiling the second time."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    eager = MMSAGeometryEncoder(tiny_config())
+    compiled = copy.deepcopy(eager)
+    compiled.compile_message_passing()
+    for seed, max_atoms in ((21, 12), (22, 16)):
+        inputs = _geometry_inputs(make_random_batch(num_molecules=4, seed=seed, max_atoms=max_atoms))
+        results = []
+        for encoder in (eager, compiled):
+            out = encoder(**inputs).molecule_embedding
+            out.square().sum().backward()
+            results.append((out.detach(), [p.grad.clone() for p in encoder.parameters() if p.grad is not None]))
+            encoder.zero_grad(set_to_none=True)
+        torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-4)
+        assert len(results[1][1]) == len(results[0][1]) > 0
+        for got, expected in zip(results[1][1], results[0][1]):
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert compiled.compiled_message_passing is not None  # still compiled: no fallback happened
+
+
+def test_message_passing_falls_back_to_eager_with_a_warning_when_compiling_fails(monkeypatch, caplog):
+    def failing_compile(function, **kwargs):
+        def run(*args):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+        return run
+
+    encoder = MMSAGeometryEncoder(tiny_config()).eval()
+    inputs = _geometry_inputs(make_random_batch(num_molecules=3, seed=23, max_atoms=10))
+    expected = encoder(**inputs).molecule_embedding
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    encoder.compile_message_passing()
+    with caplog.at_level("WARNING"):
+        got = encoder(**inputs).molecule_embedding
+    torch.testing.assert_close(got, expected)
+    assert encoder.compiled_message_passing is None
+    assert "running it eagerly" in caplog.text and "no C++ compiler found" in caplog.text
+
+
 def test_interaction_block_gives_the_same_output_with_one_filter_per_pair_or_per_edge():
     """The encoder runs each filter network once per unordered pair (W_ji = W_ij); a block given one radial basis
     row per edge computes the same messages, forward and backward."""
