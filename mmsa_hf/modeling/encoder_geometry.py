@@ -75,6 +75,12 @@ def radius_graph_per_molecule(pos: torch.Tensor, batch: torch.Tensor, cutoff: fl
     return torch.cat([pairs, pairs.flip(0)], dim=1), torch.cat([distance, distance])
 
 
+def _message_passing_of(encoder: "MMSAGeometryEncoder", h: torch.Tensor, pairs: torch.Tensor,
+                        distance: torch.Tensor) -> torch.Tensor:
+    """``encoder.message_passing(h, pairs, distance)``: the function that ``compile_message_passing`` compiles."""
+    return encoder.message_passing(h, pairs, distance)
+
+
 class MMSAShiftedSoftplus(nn.Module):
     r""":math:`\mathrm{ssp}(x) = \ln(1 + e^x) - \ln 2`."""
 
@@ -269,12 +275,14 @@ class MMSAGeometryEncoder(nn.Module):
         CPU step 13-25 ms faster). The pair list stays eager, since its size depends on the coordinates. The first
         call compiles (seconds; cached by inductor). If compiling fails there (no C++ compiler, say), a warning
         is logged and the encoder runs eagerly from then on."""
-        self.compiled_message_passing = torch.compile(self.message_passing, dynamic=True)
+        # the function is compiled, not the bound method, and called with the encoder, so a copy of the encoder
+        # (copy.deepcopy keeps function objects as they are) runs its own weights
+        self.compiled_message_passing = torch.compile(_message_passing_of, dynamic=True)
 
     def _run_message_passing(self, h, pairs, distance) -> torch.Tensor:
         if self.compiled_message_passing is not None:
             try:
-                return self.compiled_message_passing(h, pairs, distance)
+                return self.compiled_message_passing(self, h, pairs, distance)
             except Exception as error:  # noqa: BLE001 - compilation problems surface at the first call
                 logger.warning("torch.compile of the 3D encoder failed (%s: %s); running it eagerly.",
                                type(error).__name__, str(error).splitlines()[0] if str(error) else "")

@@ -115,6 +115,14 @@ def test_compiled_message_passing_matches_eager_forward_and_backward():
         for got, expected in zip(results[1][1], results[0][1]):
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert compiled.compiled_message_passing is not None  # still compiled: no fallback happened
+    copied = copy.deepcopy(compiled)  # a copy runs its own weights through the compiled function
+    with torch.no_grad():
+        for parameter in copied.parameters():
+            parameter.mul_(1.5)
+    reference = copy.deepcopy(copied)
+    reference.compiled_message_passing = None
+    torch.testing.assert_close(copied(**inputs).molecule_embedding, reference(**inputs).molecule_embedding,
+                               atol=1e-5, rtol=1e-4)
 
 
 def test_message_passing_falls_back_to_eager_with_a_warning_when_compiling_fails(monkeypatch, caplog):
