@@ -10,7 +10,9 @@ shared machine slows them alike:
   ``scripts/pretrain.py`` builds it since 2026-12-03), the ResNet stem pooled before its ReLU
   (``MMSAPoolFirstResNetStem``, the same maths; ``today`` has transformers' order), in a process that keeps freed
   memory (``mmsa_hf.training.malloc``, as ``scripts/pretrain.py`` does since 2026-12-04; ``today`` runs in its own
-  process under glibc's defaults, and the two processes take turns);
+  process under glibc's defaults, and the two processes take turns), the 3D encoder's message passing through
+  ``torch.compile`` (as ``scripts/pretrain.py`` does on a CPU; ``--no_compile_geometry`` keeps it eager; it compiles
+  in the warm-up round);
 - ``new``: as ``new_fp32`` plus bf16 autocast (on a CPU with native bf16; otherwise ``new`` = ``new_fp32``).
 
 Timed per batch: the whole training step (forward, backward, AdamW step) and, separately, forward + backward
