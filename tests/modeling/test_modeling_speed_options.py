@@ -115,6 +115,9 @@ def test_compiled_message_passing_matches_eager_forward_and_backward():
         for got, expected in zip(results[1][1], results[0][1]):
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert compiled.compiled_message_passing is not None  # still compiled: no fallback happened
+    batch = make_random_batch(num_molecules=4, num_placeholders=1, seed=24, max_atoms=14)
+    assert assert_invariant(compiled.eval(), batch, atol=1e-4) < 1e-4  # E(3) and atom order, compiled
+    assert compiled.compiled_message_passing is not None
     copied = copy.deepcopy(compiled)  # a copy runs its own weights through the compiled function
     with torch.no_grad():
         for parameter in copied.parameters():
