@@ -130,6 +130,7 @@ def preset_variant_specs(preset: str, args: argparse.Namespace, bf16: bool) -> l
 def build_variant(preset: str, spec: dict[str, Any], seed: int = 0, lr: float = 1e-3) -> dict[str, Any]:
     """Model (train mode), AdamW optimizer and autocast context of one variant."""
     from mmsa_hf.modeling import MMSAConfig, MMSAForPreTraining
+    from mmsa_hf.training.pretrain import compile_geometry_for_run
 
     torch.manual_seed(seed)
     config = MMSAConfig.from_preset(preset, **spec["overrides"])
@@ -139,8 +140,7 @@ def build_variant(preset: str, spec: dict[str, Any], seed: int = 0, lr: float = 
         model.mmsa.image_encoder.memory_format = layout
         if not spec.get("pool_first_stem", True):
             resnet_own_stem(model.mmsa.image_encoder)
-    if spec.get("compile_geometry") and model.mmsa.geometry_encoder is not None:
-        model.mmsa.geometry_encoder.compile_message_passing()
+    compile_geometry_for_run(model, spec.get("compile_geometry", False), torch.device("cpu"))  # as pretraining
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5, fused=spec["fused"])
     return {**spec, "config": config, "model": model, "optimizer": optimizer}
 

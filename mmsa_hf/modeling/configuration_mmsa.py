@@ -504,6 +504,7 @@ def _value_errors(config):
         yield f"`assay_tasks` must be 'set/column' names, got {list(config.assay_tasks)[:5]!r}..."
     if not isinstance(config.geometry_shared_filter_network, bool):
         yield f"`geometry_shared_filter_network` must be a bool, got {config.geometry_shared_filter_network!r}."
+    yield from _image_stem_kernel_errors(config)
 
 
 def _feature_errors(config):
@@ -550,7 +551,6 @@ def _task_errors(config):
     image = config.image_config
     if image is not None and getattr(image, "num_channels", 3) != 3:
         yield "the image encoder expects RGB depictions: `image_config.num_channels` must be 3."
-    yield from _image_stem_kernel_errors(config)
 
 
 def _image_stem_kernel_errors(config):

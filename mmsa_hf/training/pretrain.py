@@ -256,7 +256,7 @@ def run_pretraining(args: PretrainArguments) -> Path:
     config = resolve_model_config(args.init_from or args.config, _config_overrides(args))
     data = _prepare_data(args, accelerator, config, capped_num_proc(args.num_proc, threads))
     model = _initial_model(args, config)
-    _compile_geometry(model, args.compile_geometry, accelerator.device)
+    compile_geometry_for_run(model, args.compile_geometry, accelerator.device)
     optimizer = _adamw(model, args)
     steps_per_epoch = math.ceil(len(data["loader"]) / args.gradient_accumulation_steps)  # before `prepare` shards it
     total_steps = args.max_steps or steps_per_epoch * args.num_epochs
@@ -290,9 +290,9 @@ def _initial_model(args: PretrainArguments, config):
     return MMSAForPreTraining.from_pretrained(args.init_from, config=config)
 
 
-def _compile_geometry(model, enabled: bool, device) -> bool:
+def compile_geometry_for_run(model, enabled: bool, device) -> bool:
     """``compile_message_passing`` of the 3D encoder when ``enabled``, training runs on the CPU and the model has
-    a 3D encoder; logged. Returns whether it was switched on."""
+    a 3D encoder; logged. Returns whether it was switched on. The speed benchmark builds its variants with it too."""
     encoder = model.mmsa.geometry_encoder
     if not enabled or device.type != "cpu" or encoder is None:
         return False

@@ -18,10 +18,10 @@ def test_geometry_compiled_only_on_the_cpu_when_enabled_and_present():
         return MMSAForPreTraining(MMSAConfig.from_preset("tiny", **overrides))
 
     model = fresh()
-    assert pretrain._compile_geometry(model, False, torch.device("cpu")) is False
-    assert pretrain._compile_geometry(model, True, torch.device("cuda")) is False
+    assert pretrain.compile_geometry_for_run(model, False, torch.device("cpu")) is False
+    assert pretrain.compile_geometry_for_run(model, True, torch.device("cuda")) is False
     assert model.mmsa.geometry_encoder.compiled_message_passing is None
-    assert pretrain._compile_geometry(model, True, torch.device("cpu")) is True
+    assert pretrain.compile_geometry_for_run(model, True, torch.device("cpu")) is True
     assert model.mmsa.geometry_encoder.compiled_message_passing is not None
     no_geometry = fresh(use_geometry=False)
-    assert pretrain._compile_geometry(no_geometry, True, torch.device("cpu")) is False
+    assert pretrain.compile_geometry_for_run(no_geometry, True, torch.device("cpu")) is False
